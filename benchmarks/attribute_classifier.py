@@ -1,0 +1,329 @@
+"""An attribute classifier for the demo scenes: the judge of `benchmarks/quality_demo.py`.
+
+A small CNN with one softmax head per attribute of `datasets.demo_scenes.ATTRIBUTES`, trained
+on REAL demo images only (the training split of `ensure_demo_dataset()`, labels from its
+attributes.jsonl), so it never sees a held-out (shape, colour) pair. Its penultimate features
+are the feature space of the quality benchmark's Fréchet distance.
+
+The trained weights are cached beside the dataset (`<root>/attribute_classifier-<res>.pt`) as
+plain tensors, written atomically and read with `torch.load(weights_only=True)`; a missing
+cache is retrained (delete the file to retrain with other settings).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from datasets import demo_scenes
+from datasets.demo_scenes import ATTRIBUTES, JITTER, all_combinations, ensure_demo_dataset, render_scene
+from stylegan_t2i.config import config_from_dict, config_to_dict
+
+CACHE_FORMAT = "stylegan_t2i_attribute_classifier"
+CACHE_VERSION = 1
+ATTR_NAMES = tuple(ATTRIBUTES)                          # Head order; labels [N, 5] follow it.
+NUM_CLASSES = tuple(len(v) for v in ATTRIBUTES.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    resolution:     int = 32        # Input side; every image is area-resized to it first.
+    channels:       int = 24        # Width of the first conv stage (doubled once).
+    feature_dim:    int = 64        # Penultimate width = dimension of the FD feature space.
+    num_steps:      int = 1200      # Adam steps.
+    batch_size:     int = 64
+    lr:             float = 2e-3
+    num_images:     int = 0         # Training images used (0 = all of the dataset).
+    seed:           int = 0         # Init, shuffling and evaluation renders.
+
+
+# ----------------------------------------------------------------------------------------------
+# Images.
+
+def area_resize(
+    img:        torch.Tensor,   # [N, 3, H, W] float (any range).
+    resolution: int,            # Output side.
+) -> torch.Tensor:
+    """Area (box) resampling to [N, 3, resolution, resolution]; identity when already that size.
+
+    Area averaging is what the demo renderer itself uses to anti-alias, and for integer factors
+    it equals PIL's BOX filter, so real and generated images go through the same reduction.
+    """
+    assert img.ndim == 4 and img.shape[1] == 3 and img.shape[2] == img.shape[3], img.shape
+    if img.shape[-1] == resolution:
+        return img
+    return F.interpolate(img, size=(resolution, resolution), mode="area")
+
+
+def pil_to_img(images: list[Image.Image]) -> torch.Tensor:
+    """RGB PIL images of one size -> img [N, 3, H, W] float in [-1, 1]."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def labels_of(combos: list[dict]) -> torch.Tensor:
+    """Attribute dicts -> labels [N, 5] int64, column a = index of the value in ATTRIBUTES."""
+    return torch.tensor([[ATTRIBUTES[a].index(c[a]) for a in ATTR_NAMES] for c in combos], dtype=torch.int64)
+
+
+def with_jitter(combos: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Copies of `combos` with the dataset's position/scale jitter drawn from `rng`."""
+    return [{**c, **{k: float(rng.uniform(-r, r)) for k, r in JITTER.items()}} for c in combos]
+
+
+def render_real(combos: list[dict], render_res: int, resolution: int) -> torch.Tensor:
+    """Freshly rendered real scenes: img [N, 3, resolution, resolution] in [-1, 1]."""
+    return area_resize(pil_to_img([render_scene(c, render_res) for c in combos]), resolution)
+
+
+def load_demo_training_set(
+    root:       str | Path | None,  # Demo dataset root (None: datasets/demo); generated if missing.
+    resolution: int,                # Side the images are area-resized to.
+    num_images: int = 0,            # First N images only (0 = all).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real training images img [N, 3, R, R] in [-1, 1] and their labels [N, 5] int64.
+
+    An existing dataset at `root` is used as it is (whatever resolution and size it was made
+    with); only a missing one is generated with `ensure_demo_dataset`'s defaults.
+    """
+    root = demo_root(root)
+    if not (root / "attributes.jsonl").is_file():
+        ensure_demo_dataset(root)
+    image_dir = root / "images"
+    lines = (root / "attributes.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    if num_images:
+        records = records[:num_images]
+    images = []
+    for r in records:
+        with Image.open(image_dir / f"{r['name']}.png") as im:
+            images.append(im.convert("RGB"))
+    return area_resize(pil_to_img(images), resolution), labels_of(records)
+
+
+# ----------------------------------------------------------------------------------------------
+# Network.
+
+class AttributeClassifier(torch.nn.Module):
+    """conv stages -> [N, feature_dim] features -> one linear softmax head per attribute."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.channels
+        def conv(cin: int, cout: int) -> torch.nn.Sequential:
+            # BatchNorm: measured to reach a given accuracy in far fewer CPU steps.
+            return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                       torch.nn.BatchNorm2d(cout))
+        # R -> R/2 -> R/4 -> 4x4; the final 4x4 map keeps *where* the shape is (left/center/right),
+        # which a global pool would throw away. No conv at full resolution: the scenes are flat
+        # colour fields, and skipping it makes CPU training ~3x cheaper.
+        self.body = torch.nn.Sequential(
+            conv(3, c), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+            conv(c, 2 * c), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+            conv(2 * c, 2 * c), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
+            torch.nn.Flatten(), torch.nn.Linear(2 * c * 16, cfg.feature_dim), torch.nn.ReLU(),
+        )
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(cfg.feature_dim, k) for k in NUM_CLASSES])
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """img: [N, 3, R, R] in [-1, 1] (R = cfg.resolution) -> penultimate features [N, feature_dim]."""
+        r = self.cfg.resolution
+        assert img.ndim == 4 and tuple(img.shape[1:]) == (3, r, r), (img.shape, r)
+        return self.body(img)
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """img: [N, 3, R, R] -> logits per attribute, [N, len(values)] each, in ATTR_NAMES order."""
+        feats = self.features(img)
+        return [head(feats) for head in self.heads]
+
+    @torch.no_grad()
+    def predict(self, img: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """img: [N, 3, R, R] -> (predicted labels [N, 5] int64, features [N, feature_dim]), on CPU."""
+        device = next(self.parameters()).device
+        preds, feats = [], []
+        for i in range(0, len(img), batch_size):
+            f = self.features(img[i:i + batch_size].to(device).float())
+            preds.append(torch.stack([head(f).argmax(dim=1) for head in self.heads], dim=1).cpu())
+            feats.append(f.cpu())
+        return torch.cat(preds), torch.cat(feats)
+
+
+def attribute_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """pred, labels: [N, 5] -> {attribute: accuracy, "all": fraction with all five right}."""
+    assert pred.shape == labels.shape and pred.shape[1] == len(ATTR_NAMES), (pred.shape, labels.shape)
+    hit = pred == labels
+    out = {a: hit[:, i].float().mean().item() for i, a in enumerate(ATTR_NAMES)}
+    out["all"] = hit.all(dim=1).float().mean().item()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Training and the cache.
+
+# The 6 permutations of the RGB channels; index 0 is the identity.
+_CHANNEL_PERMS = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+
+
+def permute_channels(
+    img:    torch.Tensor,       # [B, 3, H, W].
+    gen:    torch.Generator,    # Draws which samples are permuted and how.
+    prob:   float = 0.5,        # Probability of a (non-identity) permutation per sample.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour augmentation: (img with the RGB channels of some samples permuted, kept [B] bool).
+
+    Why: the held-out (shape, colour) pairs make shape and colour correlated in the training
+    set, and a classifier left alone learns "blue -> not a triangle" (measured: 12 % shape
+    accuracy on held-out renders). Permuting channels gives every shape every hue while leaving
+    shape, size, position and the achromatic backgrounds (black/white/gray) unchanged; only the
+    colour label becomes wrong, so the colour loss skips the permuted samples (kept = False).
+    """
+    b = img.shape[0]
+    which = torch.randint(1, len(_CHANNEL_PERMS), (b,), generator=gen)
+    which[torch.rand(b, generator=gen) >= prob] = 0
+    perms = _CHANNEL_PERMS[which]                       # [B, 3]
+    return img[torch.arange(b)[:, None], perms], which == 0
+
+
+def classifier_loss(
+    model:  AttributeClassifier,
+    img:    torch.Tensor,       # [B, 3, R, R] real images (already augmented).
+    labels: torch.Tensor,       # [B, 5] int64.
+    kept:   torch.Tensor,       # [B] bool: colours unchanged, so the colour label is valid.
+) -> torch.Tensor:
+    """Sum over heads of the mean cross-entropy; the colour head only over `kept` samples."""
+    colour = ATTR_NAMES.index("colour")
+    loss = img.new_zeros(())
+    for i, logits in enumerate(model(img)):
+        ce = F.cross_entropy(logits, labels[:, i], reduction="none")   # [B]
+        loss = loss + (ce[kept].sum() / kept.sum().clamp(min=1) if i == colour else ce.mean())
+    return loss
+
+
+def train_classifier(
+    img:    torch.Tensor,       # Real training images [N, 3, R, R] in [-1, 1], R = cfg.resolution.
+    labels: torch.Tensor,       # [N, 5] int64 attribute indices.
+    cfg:    ClassifierConfig,
+) -> AttributeClassifier:
+    """Adam + cosine decay on `classifier_loss` with channel-permutation augmentation, on CPU;
+    the same seed gives the same weights."""
+    assert img.ndim == 4 and labels.shape == (len(img), len(ATTR_NAMES)), (img.shape, labels.shape)
+    # fork_rng: seed the global RNG that nn.Module init draws from without leaking the change.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = AttributeClassifier(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.num_steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order, pos = torch.randperm(len(img), generator=gen), 0
+    model.train()
+    for _ in range(cfg.num_steps):
+        if pos + cfg.batch_size > len(order):   # a new shuffled epoch
+            order, pos = torch.randperm(len(img), generator=gen), 0
+        idx = order[pos:pos + cfg.batch_size]
+        pos += cfg.batch_size
+        x, kept = permute_channels(img[idx], gen)
+        loss = classifier_loss(model, x, labels[idx], kept)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval().requires_grad_(False)
+
+
+def held_out_real_accuracy(
+    model:      AttributeClassifier,
+    render_res: int = 64,           # Side the scenes are drawn at before the area resize.
+    num_per_combo: int = 4,         # Jittered renders per held-out combination.
+    seed:       int = 0,
+) -> dict[str, float]:
+    """Accuracy on freshly rendered real images of held-out combinations (never in training)."""
+    combos = [c for c in all_combinations(held_out=True) for _ in range(num_per_combo)]
+    combos = with_jitter(combos, np.random.default_rng([seed, 7]))
+    pred, _ = model.predict(render_real(combos, render_res, model.cfg.resolution))
+    return attribute_accuracy(pred, labels_of(combos))
+
+
+def save_classifier(path: str | Path, model: AttributeClassifier, stats: dict) -> Path:
+    """Atomic write (temp file + fsync + rename) of plain data: format tag, config, weights, stats."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "config": config_to_dict(model.cfg),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "stats": stats}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[AttributeClassifier, dict]:
+    """(model in eval mode on `device`, stats) from a file written by `save_classifier`.
+
+    Raises ValueError with a one-line message for a file that is not such a cache.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file can make the unpickler raise anything
+        raise ValueError(f"{path}: not a readable classifier cache ({type(e).__name__}); delete it to retrain") from None
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
+        raise ValueError(f"{path}: not an attribute-classifier cache of version {CACHE_VERSION}; delete it to retrain")
+    model = AttributeClassifier(config_from_dict(ClassifierConfig, data["config"]))
+    model.load_state_dict(data["state_dict"])
+    return model.eval().requires_grad_(False).to(device), data["stats"]
+
+
+def demo_root(root: str | Path | None) -> Path:
+    """`root`, or the default demo dataset folder (datasets/demo) for None."""
+    return Path(root) if root is not None else Path(demo_scenes.__file__).resolve().parent / "demo"
+
+
+def cache_path(root: str | Path | None, resolution: int) -> Path:
+    """Where the classifier of the demo dataset at `root` (None: datasets/demo) is cached."""
+    return demo_root(root) / f"attribute_classifier-{resolution}.pt"
+
+
+def ensure_classifier(
+    root:   str | Path | None,          # Demo dataset root (None: datasets/demo).
+    cfg:    ClassifierConfig,           # Used only when training.
+    path:   str | Path | None = None,   # Cache file (None: cache_path(root, cfg.resolution)).
+    device: torch.device | str = "cpu",
+    verbose: bool = True,
+) -> tuple[AttributeClassifier, dict]:
+    """Load the cached classifier, or train one on the real demo images and cache it.
+
+    Returns (model, stats); stats holds the training time and the held-out real accuracy.
+    """
+    path = Path(path) if path is not None else cache_path(root, cfg.resolution)
+    if path.is_file():
+        model, stats = load_classifier(path, device)
+        if model.cfg.resolution != cfg.resolution:
+            raise ValueError(f"{path}: classifier for resolution {model.cfg.resolution}, "
+                             f"not {cfg.resolution}; pass a matching --resolution or delete it")
+        return model, stats
+    start = time.perf_counter()
+    img, labels = load_demo_training_set(root, cfg.resolution, cfg.num_images)
+    load_s = time.perf_counter() - start
+    model = train_classifier(img, labels, cfg)
+    stats = {"num_train_images": len(img), "load_s": load_s, "train_s": time.perf_counter() - start - load_s,
+             "held_out_real_accuracy": held_out_real_accuracy(model, seed=cfg.seed)}
+    save_classifier(path, model, stats)
+    if verbose:
+        acc = stats["held_out_real_accuracy"]
+        print(f"Trained the attribute classifier on {len(img)} real images in {stats['train_s']:.1f} s "
+              f"(+{load_s:.1f} s loading); held-out real accuracy: all {acc['all']:.3f}; cached at {path}")
+    return model.to(device), stats

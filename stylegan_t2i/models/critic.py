@@ -1,0 +1,166 @@
+"""Text-conditioned, progressively grown critic (WGAN-GP "discriminator").
+
+img, sentence embedding; stage, alpha -> score. Sections build upward: config,
+block, epilogue (minibatch std + projection head), Critic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stylegan_t2i.models.layers import (
+    Conv2dLayer,
+    FullyConnectedLayer,
+    MinibatchStdLayer,
+    area_downsample,
+    assert_shape,
+    channels_at,
+    normalize_2nd_moment,
+    num_stages_for,
+)
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    text_dim: int                       # Size of the sentence embedding.
+    max_res: int = 64                   # Final resolution (power of two >= 4).
+    channel_base: int = 8192            # channels(res) = min(channel_base // res, channel_max).
+    channel_max: int = 256
+    mbstd_group_size: int = 4           # Group size of the minibatch std layer (min with the batch).
+    mbstd_channels: int = 1             # Extra channels it appends.
+    cmap_dim: int = 128                 # Width of the projection head (Miyato & Koyama 2018).
+    conv_clamp: float | None = 256.0    # Clamp conv outputs to +-conv_clamp (None = off).
+
+    def __post_init__(self) -> None:
+        num_stages_for(self.max_res)  # Raises on a bad max_res.
+        for name in ("text_dim", "mbstd_group_size", "mbstd_channels", "cmap_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CriticConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def num_stages(self) -> int:
+        return num_stages_for(self.max_res)
+
+# ---------------------------------------------------------------------------
+
+
+class CriticBlock(nn.Module):
+    """res -> res/2: 3x3 conv + lrelu, then 3x3 conv with FIR down x2 + lrelu."""
+
+    def __init__(
+        self,
+        in_channels: int,               # channels(res).
+        out_channels: int,              # channels(res / 2).
+        resolution: int,                # Input resolution.
+        conv_clamp: float | None,       # Clamp of the activations.
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.resolution = resolution
+        self.conv0 = Conv2dLayer(in_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
+        return self.conv1(self.conv0(x))
+
+# ---------------------------------------------------------------------------
+
+
+class CriticEpilogue(nn.Module):
+    """4x4 features + text -> score: mbstd, 3x3 conv, FC, then unconditional + projection outputs.
+
+    score = out(h) + <embed(text), proj(h)> / sqrt(cmap_dim)   (Miyato & Koyama 2018, eq. 3)
+    The projection term measures how well the image features agree with the
+    caption; the 1/sqrt(cmap_dim) keeps its scale independent of the width.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,               # channels(4).
+        text_dim: int,                  # Sentence embedding size.
+        cmap_dim: int,                  # Projection width.
+        mbstd_group_size: int,          # Minibatch std group size.
+        mbstd_channels: int,            # Minibatch std extra channels.
+        conv_clamp: float | None,       # Clamp of the conv activations.
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.text_dim = text_dim
+        self.cmap_dim = cmap_dim
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_channels)
+        self.conv = Conv2dLayer(in_channels + mbstd_channels, in_channels, 3, activation="lrelu",
+                                conv_clamp=conv_clamp)
+        self.fc = FullyConnectedLayer(in_channels * 16, in_channels, activation="lrelu")
+        self.out = FullyConnectedLayer(in_channels, 1)
+        self.proj = FullyConnectedLayer(in_channels, cmap_dim)
+        self.text_embed = FullyConnectedLayer(text_dim, cmap_dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,                # [B, in_channels, 4, 4]
+        text: torch.Tensor,             # [B, text_dim]
+    ) -> torch.Tensor:
+        """-> score [B]."""
+        assert_shape(x, [None, self.in_channels, 4, 4])
+        assert_shape(text, [x.shape[0], self.text_dim])
+        h = self.fc(self.conv(self.mbstd(x)).flatten(1))                # [B, C]
+        # Normalised so the projection's scale does not follow the text encoder's embedding norm.
+        cmap = normalize_2nd_moment(self.text_embed(text.to(h.dtype)))  # [B, cmap_dim]
+        projection = (self.proj(h) * cmap).sum(dim=1) / self.cmap_dim ** 0.5
+        return self.out(h).squeeze(1) + projection
+
+# ---------------------------------------------------------------------------
+
+
+class Critic(nn.Module):
+    """D(img, text; stage, alpha) -> score [B]; higher = more real and better matched to the text."""
+
+    def __init__(self, cfg: CriticConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.from_rgb = nn.ModuleDict()
+        self.blocks = nn.ModuleDict()
+        for stage in range(cfg.num_stages):
+            res = 4 * 2 ** stage
+            ch = channels_at(res, cfg.channel_base, cfg.channel_max)
+            self.from_rgb[f"b{res}"] = Conv2dLayer(3, ch, 1, activation="lrelu", conv_clamp=cfg.conv_clamp)
+            if stage > 0:
+                ch_low = channels_at(res // 2, cfg.channel_base, cfg.channel_max)
+                self.blocks[f"b{res}"] = CriticBlock(ch, ch_low, res, cfg.conv_clamp)
+        self.epilogue = CriticEpilogue(channels_at(4, cfg.channel_base, cfg.channel_max), cfg.text_dim,
+                                       cfg.cmap_dim, cfg.mbstd_group_size, cfg.mbstd_channels, cfg.conv_clamp)
+
+    @property
+    def num_stages(self) -> int:
+        return self.cfg.num_stages
+
+    def forward(
+        self,
+        img: torch.Tensor,              # [B, 3, res, res], res = 4 * 2**stage.
+        text: torch.Tensor,             # [B, text_dim] sentence embedding.
+        stage: int,                     # Growth stage in [0, num_stages).
+        alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
+    ) -> torch.Tensor:
+        """-> score [B].
+
+        x = block_s(fromRGB_s(img)); while fading, x = lerp(fromRGB_{s-1}(area_down(img)), x, alpha)
+        at res/2 (ProGAN fade-in); then blocks down to 4x4 and the epilogue.
+        """
+        assert 0 <= stage < self.cfg.num_stages, f"stage {stage} not in [0, {self.cfg.num_stages})"
+        assert 0.0 <= alpha <= 1.0, f"alpha {alpha} not in [0, 1]"
+        res = 4 * 2 ** stage
+        assert_shape(img, [None, 3, res, res])
+        assert_shape(text, [img.shape[0], self.cfg.text_dim])
+        x = self.from_rgb[f"b{res}"](img)
+        for s in range(stage, 0, -1):
+            r = 4 * 2 ** s
+            x = self.blocks[f"b{r}"](x)
+            if s == stage and alpha < 1:
+                x_low = self.from_rgb[f"b{r // 2}"](area_downsample(img))
+                x = torch.lerp(x_low, x, alpha)  # alpha = 0 gives the stage s-1 path exactly.
+        return self.epilogue(x, text)

@@ -1,0 +1,318 @@
+"""Text-conditioned, progressively grown StyleGAN2 generator.
+
+z, sentence embedding -> MappingNetwork -> w -> SynthesisNetwork (stage, alpha) -> img.
+Sections build upward: config, mapping, synthesis layers, blocks, network, Generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stylegan_t2i.models.layers import (
+    FullyConnectedLayer,
+    NoiseInjection,
+    assert_shape,
+    channels_at,
+    fade_upsample,
+    modulated_conv2d,
+    normalize_2nd_moment,
+    num_stages_for,
+    resample_filter,
+)
+from stylegan_t2i.ops import bias_act
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    text_dim: int                       # Size of the sentence embedding the text encoder gives.
+    max_res: int = 64                   # Final resolution (power of two >= 4).
+    z_dim: int = 64                     # Latent noise size.
+    z_embed_dim: int = 32               # z after its own one-layer MLP; kept small (see MappingNetwork).
+    text_embed_dim: int = 128           # Sentence embedding after its projection.
+    w_dim: int = 256                    # Intermediate latent size.
+    mapping_layers: int = 4             # FC layers of the joint mapping MLP.
+    mapping_lr_mult: float = 0.01       # Equalised-lr multiplier of the mapping MLP (StyleGAN: 0.01).
+    w_avg_beta: float = 0.995           # EMA decay of the tracked global mean w (monitoring only).
+    channel_base: int = 8192            # channels(res) = min(channel_base // res, channel_max).
+    channel_max: int = 256
+    conv_clamp: float | None = 256.0    # Clamp conv outputs to +-conv_clamp (None = off).
+
+    def __post_init__(self) -> None:
+        num_stages_for(self.max_res)  # Raises on a bad max_res.
+        for name in ("text_dim", "z_dim", "z_embed_dim", "text_embed_dim", "w_dim", "mapping_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def num_stages(self) -> int:
+        return num_stages_for(self.max_res)
+
+# ---------------------------------------------------------------------------
+
+
+class MappingNetwork(nn.Module):
+    """(z, sentence embedding) -> w.
+
+    z is normalised, embedded by one FC + lrelu to z_embed_dim and normalised
+    again; the sentence embedding is projected by one FC to text_embed_dim and
+    normalised (as NVlabs' conditional mapping does for its label embedding).
+    After normalisation every feature has unit second moment, so the share of
+    the first MLP layer's input energy that comes from z is
+    z_embed_dim / (z_embed_dim + text_embed_dim). Keeping z_embed_dim well
+    below text_embed_dim (StyleGAN-T, Sauer et al. 2023, uses a 64-d z against
+    a 768-d text embedding) stops the noise from drowning out the caption,
+    while still leaving z enough dimensions for within-caption variety.
+    """
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        lr = cfg.mapping_lr_mult
+        self.z_embed = FullyConnectedLayer(cfg.z_dim, cfg.z_embed_dim, activation="lrelu", lr_multiplier=lr)
+        self.text_embed = FullyConnectedLayer(cfg.text_dim, cfg.text_embed_dim)
+        features = [cfg.z_embed_dim + cfg.text_embed_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.layers = nn.ModuleList(
+            FullyConnectedLayer(fin, fout, activation="lrelu", lr_multiplier=lr)
+            for fin, fout in zip(features[:-1], features[1:])
+        )
+        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+
+    def forward(
+        self,
+        z: torch.Tensor,                # [B, z_dim]
+        text: torch.Tensor,             # [B, text_dim] sentence embedding.
+        update_w_avg: bool = False,     # Track the batch mean of w in `w_avg` (training only).
+    ) -> torch.Tensor:
+        """-> w: [B, w_dim], not truncated."""
+        assert_shape(z, [None, self.cfg.z_dim])
+        assert_shape(text, [z.shape[0], self.cfg.text_dim])
+        zf = normalize_2nd_moment(self.z_embed(normalize_2nd_moment(z.to(torch.float32))))
+        tf = normalize_2nd_moment(self.text_embed(text.to(torch.float32)))
+        x = torch.cat([zf, tf], dim=1)
+        for layer in self.layers:
+            x = layer(x)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.cfg.w_avg_beta))
+        return x
+
+# ---------------------------------------------------------------------------
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (optionally FIR up x2) + per-pixel noise + bias + lrelu (StyleGAN2 fig. 2d)."""
+
+    def __init__(
+        self,
+        in_channels: int,               # Input feature channels.
+        out_channels: int,              # Output feature channels.
+        w_dim: int,                     # Intermediate latent size.
+        resolution: int,                # Output resolution.
+        up: int = 1,                    # 2 to up-sample the input first.
+        conv_clamp: float | None = None,  # Clamp of the activations.
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.up = up
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)  # Styles start at 1 (identity).
+        self.noise = NoiseInjection(resolution)
+        self.register_buffer("resample_filter", resample_filter())
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(
+        self,
+        x: torch.Tensor,                # [B, in_channels, H, W]
+        w: torch.Tensor,                # [B, w_dim]
+        noise_mode: str,                # 'random' | 'const' | 'none'
+    ) -> torch.Tensor:
+        assert_shape(x, [w.shape[0], self.in_channels, None, None])
+        styles = self.affine(w)
+        noise = self.noise(x.shape[0], noise_mode, x.device)
+        # No equalised-lr gain on the weight: demodulation removes any global weight scale.
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=1,
+                             resample_filter=self.resample_filter)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv to RGB without demodulation, + bias (StyleGAN2 tRGB)."""
+
+    def __init__(
+        self,
+        in_channels: int,               # Input feature channels.
+        w_dim: int,                     # Intermediate latent size.
+        conv_clamp: float | None = None,  # Clamp of the output.
+    ):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([3, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([3]))
+        self.weight_gain = 1 / in_channels ** 0.5  # Equalised lr, applied to the styles (same product).
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, padding=0)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+# ---------------------------------------------------------------------------
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: 4x4 = learned constant + one conv; above = conv (up x2) + conv. Plus its toRGB."""
+
+    def __init__(
+        self,
+        in_channels: int,               # Channels of the previous block (ignored at 4x4).
+        out_channels: int,              # Channels of this block.
+        w_dim: int,                     # Intermediate latent size.
+        resolution: int,                # Resolution of this block.
+        conv_clamp: float | None,       # Clamp of the activations.
+    ):
+        super().__init__()
+        self.resolution = resolution
+        self.in_channels = in_channels
+        if resolution == 4:
+            self.const = nn.Parameter(torch.randn([out_channels, 4, 4]))
+            self.conv0 = None
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, w_dim, conv_clamp=conv_clamp)
+
+    def forward(
+        self,
+        x: torch.Tensor | None,         # [B, in_channels, res/2, res/2], or None at 4x4.
+        w: torch.Tensor,                # [B, w_dim]
+        noise_mode: str,                # 'random' | 'const' | 'none'
+    ) -> torch.Tensor:
+        """-> features [B, out_channels, res, res]."""
+        if self.conv0 is None:
+            x = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
+        else:
+            assert_shape(x, [w.shape[0], self.in_channels, self.resolution // 2, self.resolution // 2])
+            x = self.conv0(x, w, noise_mode)
+        return self.conv1(x, w, noise_mode)
+
+# ---------------------------------------------------------------------------
+
+
+class SynthesisNetwork(nn.Module):
+    """w -> image at stage s (4 * 2**s pixels), ProGAN fade-in from the previous stage's toRGB."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList()
+        prev = 0
+        for stage in range(cfg.num_stages):
+            res = 4 * 2 ** stage
+            ch = channels_at(res, cfg.channel_base, cfg.channel_max)
+            self.blocks.append(SynthesisBlock(prev, ch, cfg.w_dim, res, cfg.conv_clamp))
+            prev = ch
+
+    def forward(
+        self,
+        w: torch.Tensor,                # [B, w_dim]
+        stage: int,                     # Growth stage in [0, num_stages).
+        alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
+        noise_mode: str = "random",     # 'random' | 'const' | 'none'
+    ) -> torch.Tensor:
+        """-> img [B, 3, res, res] with res = 4 * 2**stage.
+
+        img = lerp(fade_upsample(toRGB_{s-1}(x_{s-1})), toRGB_s(x_s), alpha); only
+        blocks 0..stage run, and at alpha = 1 the previous toRGB is skipped.
+        """
+        assert_shape(w, [None, self.cfg.w_dim])
+        assert 0 <= stage < self.cfg.num_stages, f"stage {stage} not in [0, {self.cfg.num_stages})"
+        assert 0.0 <= alpha <= 1.0, f"alpha {alpha} not in [0, 1]"
+        x_prev, x = None, None
+        for block in self.blocks[: stage + 1]:
+            x_prev, x = x, block(x, w, noise_mode)
+        img = self.blocks[stage].torgb(x, w)
+        if stage > 0 and alpha < 1:
+            img_prev = fade_upsample(self.blocks[stage - 1].torgb(x_prev, w))
+            img = torch.lerp(img_prev, img, alpha)  # alpha = 0 gives img_prev exactly.
+        return img
+
+# ---------------------------------------------------------------------------
+
+
+class Generator(nn.Module):
+    """G(z, text; stage, alpha) with truncation toward the caption's own mean w."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping_net = MappingNetwork(cfg)
+        self.synthesis_net = SynthesisNetwork(cfg)
+
+    @property
+    def num_stages(self) -> int:
+        return self.cfg.num_stages
+
+    def mapping(
+        self,
+        z: torch.Tensor,                # [B, z_dim]
+        text: torch.Tensor,             # [B, text_dim]
+        truncation_psi: float = 1.0,    # 1 = no truncation, 0 = exactly the target.
+        truncation_target: torch.Tensor | None = None,  # [B, w_dim]; None = caption_mean_w(text).
+        update_w_avg: bool = False,     # Update the tracked global mean w.
+    ) -> torch.Tensor:
+        """-> w [B, w_dim] = lerp(target, mapping(z, text), psi) (StyleGAN truncation trick).
+
+        The target defaults to the caption's own mean w: the global mean would pull
+        every caption toward the same average image. Passing the target (e.g. from
+        `caption_mean_w` once per caption) saves its 256 extra mapping passes.
+        """
+        w = self.mapping_net(z, text, update_w_avg=update_w_avg)
+        if truncation_psi != 1:
+            if truncation_target is None:
+                truncation_target = self.caption_mean_w(text)
+            assert_shape(truncation_target, [w.shape[0], self.cfg.w_dim])
+            w = torch.lerp(truncation_target.to(w.dtype), w, truncation_psi)
+        return w
+
+    @torch.no_grad()
+    def caption_mean_w(
+        self,
+        text: torch.Tensor,             # [B, text_dim]
+        num_z: int = 256,               # Samples of z averaged per caption.
+        generator: torch.Generator | None = None,  # RNG for z (on text's device).
+    ) -> torch.Tensor:
+        """-> [B, w_dim]: mean over z_i ~ N(0, I) of mapping(z_i, text), per caption."""
+        assert_shape(text, [None, self.cfg.text_dim])
+        b = text.shape[0]
+        z = torch.randn([b * num_z, self.cfg.z_dim], generator=generator, device=text.device)
+        w = self.mapping_net(z, text.repeat_interleave(num_z, dim=0))
+        return w.reshape(b, num_z, self.cfg.w_dim).mean(dim=1)
+
+    def synthesis(
+        self,
+        w: torch.Tensor,                # [B, w_dim]
+        stage: int,                     # Growth stage in [0, num_stages).
+        alpha: float = 1.0,             # Fade-in amount in [0, 1].
+        noise_mode: str = "random",     # 'random' | 'const' | 'none'
+    ) -> torch.Tensor:
+        """-> img [B, 3, res, res]."""
+        return self.synthesis_net(w, stage, alpha, noise_mode)
+
+    def forward(
+        self,
+        z: torch.Tensor,                # [B, z_dim]
+        text: torch.Tensor,             # [B, text_dim] sentence embedding.
+        stage: int,                     # Growth stage in [0, num_stages).
+        alpha: float = 1.0,             # Fade-in amount in [0, 1].
+        truncation_psi: float = 1.0,    # See `mapping`.
+        truncation_target: torch.Tensor | None = None,  # [B, w_dim] or None.
+        noise_mode: str = "random",     # 'random' | 'const' | 'none'
+        update_w_avg: bool = False,     # Update the tracked global mean w.
+    ) -> torch.Tensor:
+        """-> img [B, 3, res, res], float, nominally in [-1, 1]."""
+        w = self.mapping(z, text, truncation_psi, truncation_target, update_w_avg)
+        return self.synthesis(w, stage, alpha, noise_mode)

@@ -1,0 +1,327 @@
+"""Contrastive pretraining of the text encoder, its checkpoint, and evaluation helpers.
+
+`pretrain_text_encoder` trains a tokenizer on every caption of a dataset, then a
+`ContrastiveModel` (text Transformer + small CNN) with the CLIP loss on (image, random caption)
+pairs. The result is a frozen `TextEncoderBundle`: what the GAN, the DDPM and the metrics use
+to turn captions into token features / sentence embeddings and to score image-text alignment.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..config import config_from_dict, config_to_dict
+from ..images import from_uint8
+from ..run_log import RunLog
+from .contrastive import ContrastiveModel, clip_loss
+from .encoder import TextEncoderConfig
+from .image_encoder import ImageEncoderConfig
+from .tokenizer import Tokenizer
+
+PAYLOAD_KEYS = ("text_cfg", "image_cfg", "model", "tokenizer", "max_len")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    resolution:     int = 32                # Images are resized to this once, before training.
+    batch:          int = 128               # Pairs per step (capped at the dataset size).
+    lr:             float = 1e-3            # AdamW peak learning rate.
+    steps:          int = 1200              # Optimizer steps.
+    seed:           int = 0                 # Seeds the weights and the batch sampling.
+    weight_decay:   float = 0.05            # AdamW decoupled decay on matrices only.
+    warmup:         int = 100               # Linear warm-up steps, then cosine decay to 0.
+    max_len:        int = 32                # Tokenizer / encoder sequence length.
+    vocab_size:     int | None = None       # None: scaled to the corpus (Tokenizer.train).
+    text_dim:       int = 128               # TextEncoderConfig.dim.
+    text_depth:     int = 3                 # TextEncoderConfig.depth.
+    text_heads:     int = 4                 # TextEncoderConfig.heads.
+    embed_dim:      int = 128               # Shared embedding width of both towers.
+    image_channels: tuple = (32, 64, 128)   # ImageEncoderConfig.channels.
+    log_every:      int = 50                # Steps between logged scalars.
+
+
+class TextEncoderBundle:
+    """Tokenizer + contrastive model, frozen and in eval mode. All methods run without grad."""
+
+    def __init__(self,
+        tokenizer:  Tokenizer,              # Trained on the dataset's captions.
+        model:      ContrastiveModel,       # Text and image towers.
+        text_cfg:   TextEncoderConfig,      # Rebuilds model.text_encoder.
+        image_cfg:  ImageEncoderConfig,     # Rebuilds model.image_encoder.
+    ):
+        self.tokenizer, self.model, self.text_cfg, self.image_cfg = tokenizer, model, text_cfg, image_cfg
+        self.model.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    def to(self, device: str | torch.device) -> "TextEncoderBundle":
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode(self,
+        captions:   Sequence[str],                  # B captions.
+        device:     str | torch.device | None = None,  # Where the outputs go; None: the model's device.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> tokens [B, max_len, D], mask [B, max_len] bool, sentence [B, E] (unnormalised)."""
+        ids, mask = self.tokenizer.encode(captions)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        tokens, sentence = self.model.text_encoder(ids, mask)
+        device = self.device if device is None else device
+        return tokens.to(device), mask.to(device), sentence.to(device)
+
+    @torch.no_grad()
+    def embed_text(self, captions: Sequence[str], batch: int = 256) -> torch.Tensor:
+        """B captions -> unit-norm contrastive embeddings [B, E] on the model's device."""
+        out = []
+        for i in range(0, len(captions), batch):
+            ids, mask = self.tokenizer.encode(captions[i:i + batch])
+            out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed_images(self, img: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """img [B, 3, H, W] in [-1, 1] -> unit-norm embeddings [B, E] on the model's device."""
+        return torch.cat([self.model.encode_image(img[i:i + batch].to(self.device, torch.float32))
+                          for i in range(0, img.shape[0], batch)])
+
+    @torch.no_grad()
+    def alignment(self, img: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        """img [B, 3, H, W] in [-1, 1], B captions -> [B] cosine similarity of each pair (on img's device)."""
+        assert img.ndim == 4 and img.shape[0] == len(captions), (img.shape, len(captions))
+        return (self.embed_images(img) * self.embed_text(captions)).sum(dim=1).to(img.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+
+def model_configs(cfg: PretrainConfig, vocab_size: int) -> tuple[TextEncoderConfig, ImageEncoderConfig]:
+    text_cfg = TextEncoderConfig(vocab_size=vocab_size, max_len=cfg.max_len, dim=cfg.text_dim,
+                                 depth=cfg.text_depth, heads=cfg.text_heads, embed_dim=cfg.embed_dim)
+    image_cfg = ImageEncoderConfig(resolution=cfg.resolution, channels=tuple(cfg.image_channels),
+                                   embed_dim=cfg.embed_dim)
+    return text_cfg, image_cfg
+
+
+def pretrain_text_encoder(
+    dataset,                            # Has .images uint8 [N, 3, R, R] and .captions list[list[str]].
+    cfg:        PretrainConfig,         # Hyper-parameters.
+    device:     str | torch.device,     # Where to train.
+    run_log:    RunLog | None = None,   # Receives Loss/contrastive, Accuracy/retrieval, Progress/*.
+    progress:   bool = True,            # Show a tqdm bar.
+) -> TextEncoderBundle:
+    """Train the tokenizer on all captions, then the contrastive model; return it frozen.
+
+    Each step draws `batch` distinct samples and one random caption of each, and minimises the
+    symmetric InfoNCE loss. Deterministic for a given seed on a given device.
+    """
+    device = torch.device(device)
+    captions = [list(caps) for caps in dataset.captions]
+    if len(captions) != dataset.images.shape[0] or any(not caps for caps in captions):
+        raise ValueError("pretrain_text_encoder: every image needs at least one caption")
+    tokenizer = Tokenizer.train([c for caps in captions for c in caps], cfg.max_len, cfg.vocab_size)
+    text_cfg, image_cfg = model_configs(cfg, tokenizer.vocab_size)
+    with torch.random.fork_rng(devices=[]):     # Seed the weights without touching global RNG state.
+        torch.manual_seed(cfg.seed)
+        model = ContrastiveModel(text_cfg, image_cfg).to(device)
+    img = _images_at(torch.as_tensor(dataset.images), cfg.resolution).to(device)
+    pairs = _CaptionTable(tokenizer, captions, device)
+    opt = _make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batch = min(cfg.batch, img.shape[0])
+    bar = tqdm(range(cfg.steps), desc="text encoder", disable=not progress, dynamic_ncols=True)
+    window: list[tuple[float, float]] = []
+    for step in bar:
+        idx = torch.randperm(img.shape[0], generator=gen)[:batch]
+        ids, mask = pairs.sample(idx, gen)
+        loss, acc = _train_step(model, opt, img[idx.to(device)], ids, mask)
+        sched.step()
+        window.append((loss, acc))
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            mean_loss, mean_acc = (sum(v) / len(window) for v in zip(*window))
+            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{mean_acc:.3f}")
+            if run_log is not None:
+                run_log.scalars((step + 1) * batch, {
+                    "Loss/contrastive": mean_loss, "Accuracy/retrieval": mean_acc,
+                    "Progress/logit_scale": model.scale().item(), "Progress/lr": sched.get_last_lr()[0],
+                }, iteration=step + 1)
+            window.clear()
+    return TextEncoderBundle(tokenizer, model, text_cfg, image_cfg)
+
+
+class _CaptionTable:
+    """All captions tokenized once; `sample` picks one random caption per image."""
+
+    def __init__(self, tokenizer: Tokenizer, captions: list[list[str]], device: torch.device):
+        counts = torch.tensor([len(caps) for caps in captions])
+        self.offsets = torch.cumsum(counts, 0) - counts             # First caption of each sample.
+        self.counts = counts
+        ids, mask = tokenizer.encode([c for caps in captions for c in caps])
+        self.ids, self.mask = ids.to(device), mask.to(device)
+
+    def sample(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """idx: [B] sample indices -> ids, mask [B, L'] with L' the longest chosen caption."""
+        pick = (torch.rand(idx.shape[0], generator=gen) * self.counts[idx]).long()
+        rows = (self.offsets[idx] + pick).to(self.ids.device)
+        ids, mask = self.ids[rows], self.mask[rows]
+        # Padding is invisible to the encoder, so trimming all-pad columns changes nothing but cost.
+        length = int(mask.sum(dim=1).max())
+        return ids[:, :length], mask[:, :length]
+
+
+def _train_step(model: ContrastiveModel, opt: torch.optim.Optimizer, img: torch.Tensor,
+                ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """One AdamW step on the CLIP loss -> (loss, in-batch retrieval accuracy in both directions)."""
+    model.train()
+    img_emb, txt_emb = model.encode_image(img), model.encode_text(ids, mask)
+    loss = clip_loss(img_emb, txt_emb, model.scale())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        sim = img_emb @ txt_emb.t()
+        target = torch.arange(sim.shape[0], device=sim.device)
+        acc = 0.5 * ((sim.argmax(1) == target).float().mean() + (sim.argmax(0) == target).float().mean())
+    return loss.item(), acc.item()
+
+
+def _make_optimizer(model: ContrastiveModel, cfg: PretrainConfig) -> torch.optim.AdamW:
+    # Decay matrices (weights, embeddings) only; biases, norm gains and the temperature are
+    # left alone, as in CLIP and nanoGPT.
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _lr_factor(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _images_at(img_u8: torch.Tensor, res: int) -> torch.Tensor:
+    """img_u8: [N, 3, H, W] uint8 -> img [N, 3, res, res] float in [-1, 1], resized with
+    antialiasing in chunks so a large dataset is never held as float at full size."""
+    assert img_u8.ndim == 4 and img_u8.shape[1] == 3 and img_u8.dtype == torch.uint8, (img_u8.shape, img_u8.dtype)
+    chunks = []
+    for i in range(0, img_u8.shape[0], 1024):
+        img = from_uint8(img_u8[i:i + 1024])
+        if img.shape[2:] != (res, res):
+            img = F.interpolate(img, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+        chunks.append(img)
+    return torch.cat(chunks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint.
+
+def text_encoder_payload(bundle: TextEncoderBundle) -> dict[str, Any]:
+    """Plain data that rebuilds `bundle`; GAN/DDPM checkpoints store it under "text_encoder".
+
+    The sentencepiece model is stored as a uint8 tensor: `torch.load(weights_only=True)`
+    refuses raw `bytes` objects.
+    """
+    model_bytes = bundle.tokenizer.to_bytes()
+    return {
+        "text_cfg": config_to_dict(bundle.text_cfg),
+        "image_cfg": config_to_dict(bundle.image_cfg),
+        "model": {k: v.detach().cpu().clone() for k, v in bundle.model.state_dict().items()},
+        "tokenizer": torch.frombuffer(bytearray(model_bytes), dtype=torch.uint8),
+        "max_len": bundle.tokenizer.max_len,
+    }
+
+
+def bundle_from_payload(payload: dict[str, Any]) -> TextEncoderBundle:
+    """Inverse of `text_encoder_payload` (strict state-dict load); the bundle is on CPU."""
+    missing = [k for k in PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"text encoder payload lacks keys {missing}")
+    raw = payload["tokenizer"]
+    model_bytes = raw.numpy().tobytes() if isinstance(raw, torch.Tensor) else bytes(raw)
+    tokenizer = Tokenizer.from_bytes(model_bytes, int(payload["max_len"]))
+    text_cfg = config_from_dict(TextEncoderConfig, payload["text_cfg"])
+    image_cfg = config_from_dict(ImageEncoderConfig, payload["image_cfg"])
+    model = ContrastiveModel(text_cfg, image_cfg)
+    model.load_state_dict(payload["model"], strict=True)
+    return TextEncoderBundle(tokenizer, model, text_cfg, image_cfg)
+
+
+def save_text_encoder(path: str | Path, bundle: TextEncoderBundle, pretrain_cfg: PretrainConfig | None = None) -> Path:
+    payload = text_encoder_payload(bundle)
+    if pretrain_cfg is not None:
+        payload["pretrain_cfg"] = config_to_dict(pretrain_cfg)
+    return save_checkpoint(path, "text_encoder", payload)
+
+
+def load_text_encoder(source: str | Path | dict[str, Any]) -> TextEncoderBundle:
+    """Rebuild a bundle from a checkpoint path or a loaded checkpoint dict.
+
+    A `text_encoder` checkpoint holds the payload at top level; a `gan` / `ddpm` checkpoint
+    holds it under "text_encoder". Raises CheckpointError (one line) when neither applies.
+    """
+    name = "checkpoint" if isinstance(source, dict) else str(source)
+    data = source if isinstance(source, dict) else load_checkpoint(source)
+    payload = data if data.get("kind") == "text_encoder" else data.get("text_encoder")
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{name}: holds no text encoder (kind {data.get('kind')!r})")
+    try:
+        return bundle_from_payload(payload)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{name}: broken text encoder ({str(e).strip().splitlines()[0]})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation helpers.
+
+def roc_auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Area under the ROC curve of scores `pos` (should be high) vs `neg`, via the rank formula.
+
+    AUC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg), R_pos the sum of the positives'
+    ranks in the pooled sample, ties given their average rank (Mann-Whitney U / (n_pos n_neg)).
+    """
+    pos, neg = pos.detach().double().cpu().flatten(), neg.detach().double().cpu().flatten()
+    if pos.numel() == 0 or neg.numel() == 0:
+        raise ValueError("roc_auc needs at least one positive and one negative score")
+    scores = torch.cat([pos, neg])
+    ranks = _average_ranks(scores)
+    n_pos, n_neg = pos.numel(), neg.numel()
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of x [N], tied values sharing the mean of their ranks (scipy 'average')."""
+    order = torch.argsort(x, stable=True)
+    sorted_x = x[order]
+    _, inverse, counts = torch.unique_consecutive(sorted_x, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()                     # Last 1-based rank of each tie group.
+    mean_rank = ends - (counts.double() - 1) / 2
+    ranks = torch.empty_like(x)
+    ranks[order] = mean_rank[inverse]
+    return ranks
+
+
+def retrieval_accuracy(
+    query_emb:      torch.Tensor,   # [Q, E] unit-norm queries (e.g. caption embeddings).
+    gallery_emb:    torch.Tensor,   # [G, E] unit-norm gallery (e.g. image embeddings).
+    query_labels:   torch.Tensor,   # [Q] int label of each query.
+    gallery_labels: torch.Tensor,   # [G] int label of each gallery item.
+) -> float:
+    """Fraction of queries whose nearest gallery item (max cosine) carries the query's label."""
+    assert query_emb.ndim == 2 and gallery_emb.ndim == 2 and query_emb.shape[1] == gallery_emb.shape[1]
+    assert query_labels.shape == query_emb.shape[:1] and gallery_labels.shape == gallery_emb.shape[:1]
+    nearest = (query_emb @ gallery_emb.t()).argmax(dim=1)
+    hits = gallery_labels.to(nearest.device)[nearest] == query_labels.to(nearest.device)
+    return float(hits.float().mean())

@@ -1,0 +1,290 @@
+"""Progressive WGAN-GP training of the text-conditioned StyleGAN (DESIGN.md, GAN).
+
+`GanTrainer.fit()` reads as the algorithm: each step draws reals and captions for the
+current phase, runs `n_critic` critic steps and one generator step, updates the EMA
+generator, then logs and snapshots on their cadences.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from stylegan_t2i.checkpoint import save_checkpoint
+from stylegan_t2i.config import config_to_dict
+from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
+from stylegan_t2i.models.layers import fade_upsample
+from stylegan_t2i.run_log import RunLog
+from stylegan_t2i.text.pretrain import text_encoder_payload
+from stylegan_t2i.training import gan_checkpoint as ckpt
+from stylegan_t2i.training.interrupt import GracefulInterrupt
+from stylegan_t2i.training.losses import (critic_loss, generator_loss, gradient_penalty,
+                                          mismatched_text)
+from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule
+from stylegan_t2i.training.stats import RunningMeans
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    n_critic: int = 1              # Critic steps per generator step.
+    gp_weight: float = 10.0        # WGAN-GP lambda (Gulrajani et al. 2017).
+    drift: float = 0.001           # Drift penalty epsilon (Karras et al. 2018).
+    betas: tuple = (0.0, 0.99)     # Adam betas.
+    ema_kimg: float = 10.0         # EMA half-life of G in kimg.
+    ema_rampup: float = 0.05       # Half-life is at most this fraction of images shown so far.
+    seed: int = 0                  # Seed of weights, noise and data order.
+    snapshot_kimg: float = 20.0    # Checkpoint + sample grid every this many kimg.
+    keep_snapshots: int = 3        # Snapshots kept besides network-final.pt.
+    log_kimg: float = 1.0          # Scalars to TensorBoard / log.jsonl every this many kimg.
+    max_nonfinite: int = 10        # Consecutive non-finite steps before training stops.
+    amp: bool = True               # bfloat16 autocast on CUDA (ignored on CPU).
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
+
+
+class GanTrainer:
+    """Owns G, D, G_ema, their optimizers, the data stream and the run directory."""
+
+    def __init__(self, G, D, text_bundle, dataset, sampler, schedule: ProgressiveSchedule,
+                 cfg: TrainConfig, run_dir: Path | None, device: torch.device,
+                 sample_prompts: Sequence[str], configs: dict, progress: bool = True):
+        self.G, self.D = G.to(device), D.to(device)
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.text = text_bundle
+        self.dataset, self.sampler = dataset, sampler
+        self._sampler_iter = iter(sampler)
+        self.schedule, self.cfg = schedule, cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = device
+        self.configs = configs
+        self.progress = progress
+        self.sample_prompts = list(sample_prompts)
+        self.sample_seeds = list(range(8))
+        lr = schedule.at(0).lr
+        self.opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=cfg.betas)
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=cfg.betas)
+        self.nimg, self.step = 0, 0
+        self._nonfinite_in_a_row = 0
+        self.log = RunLog(self.run_dir)
+        self.stats = RunningMeans()
+
+    # ------------------------------------------------------------------ state
+
+    def state_payload(self, export_only: bool = False) -> dict:
+        phase = self.schedule.at(self.nimg)
+        payload = {
+            "config": self.configs,
+            "G_ema": self.G_ema.state_dict(),
+            "progress": {"nimg": self.nimg, "stage": phase.stage, "alpha": phase.alpha,
+                         "step": self.step},
+            "text_encoder": text_encoder_payload(self.text),
+            "sample": {"prompts": self.sample_prompts, "seeds": self.sample_seeds},
+        }
+        if not export_only:
+            payload.update({
+                "G": self.G.state_dict(), "D": self.D.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "rng": {**ckpt.rng_state(self.device), "dataset": self.dataset.state_dict(),
+                        "sampler": self.sampler.state_dict()},
+            })
+        return payload
+
+    def load_payload(self, data: dict) -> None:
+        """Restore everything `state_payload` saved; strict, so a config mismatch fails loudly."""
+        self.G.load_state_dict(data["G"])
+        self.D.load_state_dict(data["D"])
+        self.G_ema.load_state_dict(data["G_ema"])
+        self.opt_G.load_state_dict(data["opt_G"])
+        self.opt_D.load_state_dict(data["opt_D"])
+        self.nimg, self.step = int(data["progress"]["nimg"]), int(data["progress"]["step"])
+        rng = data["rng"]
+        ckpt.restore_rng_state(rng, self.device)
+        self.dataset.load_state_dict(rng["dataset"])
+        self.sampler.load_state_dict(rng["sampler"])
+        self._sampler_iter = iter(self.sampler)
+        self.sample_prompts = list(data["sample"]["prompts"])
+        self.sample_seeds = list(data["sample"]["seeds"])
+
+    # ------------------------------------------------------------------ data
+
+    def embed_captions(self, captions: Sequence[str]) -> torch.Tensor:
+        """Sentence embeddings [B, text_dim] of the frozen encoder. Encoded per batch, never
+        cached: a cache filled in history-dependent groupings would make resumes inexact."""
+        return self.text.encode(list(captions), self.device)[2]
+
+    def next_reals(self, phase: Phase) -> tuple[torch.Tensor, list[str]]:
+        """A minibatch of reals at the phase's resolution, cross-faded like G's output."""
+        view = self.dataset.view(phase.res)
+        items = [view[next(self._sampler_iter)] for _ in range(phase.batch)]
+        img = from_uint8(torch.stack([im for im, _ in items])).to(self.device)
+        if phase.alpha < 1.0:
+            # ProGAN: while the new block fades in, reals are blended with their
+            # lower-resolution version exactly as G blends its two toRGB outputs.
+            low = fade_upsample(F.avg_pool2d(img, 2))
+            img = torch.lerp(low, img, phase.alpha)
+        return img, [c for _, c in items]
+
+    # ------------------------------------------------------------------ steps
+
+    def _autocast(self):
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def critic_step(self, phase: Phase, reals: torch.Tensor, text: torch.Tensor) -> bool:
+        def critic_fn(img, txt):
+            return self.D(img, txt, phase.stage, phase.alpha).float()
+
+        z = torch.randn(reals.shape[0], self.G.cfg.z_dim, device=self.device)
+        with torch.no_grad(), self._autocast():
+            fakes = self.G(z, text, phase.stage, phase.alpha).float()
+        with self._autocast():
+            losses = critic_loss(critic_fn(reals, text), critic_fn(fakes, text),
+                                 critic_fn(reals, mismatched_text(text)), drift=self.cfg.drift)
+        gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, weight=self.cfg.gp_weight)
+        total = losses["loss"] + gp
+        ok = self._apply(self.opt_D, total)
+        self.stats.add({"Loss/D": total, "Loss/D/gp": gp, "Loss/D/mismatch": losses["mismatch"],
+                        "Loss/D/drift": losses["drift"], "Critic/wdist": losses["wdist"],
+                        "Critic/grad_norm": grad_norm})
+        return ok
+
+    def generator_step(self, phase: Phase, text: torch.Tensor) -> bool:
+        z = torch.randn(text.shape[0], self.G.cfg.z_dim, device=self.device)
+        self.D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
+        with self._autocast():
+            fakes = self.G(z, text, phase.stage, phase.alpha)
+            loss = generator_loss(self.D(fakes, text, phase.stage, phase.alpha).float())
+        ok = self._apply(self.opt_G, loss)
+        self.D.requires_grad_(True)
+        self.stats.add({"Loss/G": loss})
+        return ok
+
+    def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+        """Backward + step, unless the loss is non-finite: then skip, count, and maybe stop."""
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self._nonfinite_in_a_row += 1
+            self.stats.add({"Faults/nonfinite_steps": 1.0})
+            if self._nonfinite_in_a_row >= self.cfg.max_nonfinite:
+                raise TrainingDiverged(
+                    f"{self._nonfinite_in_a_row} non-finite losses in a row at kimg "
+                    f"{self.nimg / 1000:.1f}; stopped. The last good checkpoint is untouched: lower "
+                    f"--lr and resume from it with --resume PATH")
+            return False
+        loss.backward()
+        opt.step()
+        self._nonfinite_in_a_row = 0
+        return True
+
+    def update_ema(self, batch: int) -> None:
+        # EMA with a half-life in images (StyleGAN2-ADA), ramped up early in training.
+        ema_nimg = self.cfg.ema_kimg * 1000
+        if self.cfg.ema_rampup:
+            ema_nimg = min(ema_nimg, max(self.nimg, 1) * self.cfg.ema_rampup)
+        beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.lerp_(p, 1 - beta)
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+    def set_lr(self, lr: float) -> None:
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    # ------------------------------------------------------------------ outputs
+
+    @torch.no_grad()
+    def sample_grid(self, phase: Phase):
+        """Fixed prompts (rows) x fixed seeds (columns) from G_ema, as [H, W, 3] uint8."""
+        text = self.embed_captions(self.sample_prompts)
+        rows = []
+        for prompt_text in text:
+            z = torch.stack([torch.randn(self.G.cfg.z_dim, generator=torch.Generator().manual_seed(s))
+                             for s in self.sample_seeds]).to(self.device)
+            t = prompt_text.expand(len(self.sample_seeds), -1)
+            rows.append(self.G_ema(z, t, phase.stage, phase.alpha, noise_mode="const"))
+        img = torch.cat(rows)
+        return make_grid(to_uint8(img), len(self.sample_prompts), len(self.sample_seeds))
+
+    def snapshot(self, final: bool = False) -> Path | None:
+        if self.run_dir is None:
+            return None
+        if not (ckpt.all_finite(self.G) and ckpt.all_finite(self.G_ema) and ckpt.all_finite(self.D)):
+            tqdm.write("warning: weights are not finite; checkpoint NOT written (previous one kept)")
+            return None
+        phase = self.schedule.at(self.nimg)
+        grid = self.sample_grid(phase)
+        kimg = self.nimg // 1000
+        save_png(self.run_dir / "samples" / f"fakes{kimg:06d}.png", grid)
+        self.log.image("Samples/fixed_prompts", grid, self.nimg)
+        name = ckpt.FINAL_NAME if final else ckpt.snapshot_name(self.nimg)
+        path = save_checkpoint(self.run_dir / name, "gan", self.state_payload())
+        ckpt.prune_snapshots(self.run_dir, self.cfg.keep_snapshots)
+        return path
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, total_kimg: float) -> Path | None:
+        """Train until `total_kimg`; returns the final checkpoint path (None without a run dir)."""
+        total_nimg = int(total_kimg * 1000)
+        log_every = max(int(self.cfg.log_kimg * 1000), 1)
+        snap_every = max(int(self.cfg.snapshot_kimg * 1000), 1)
+        bar = tqdm(total=total_kimg, initial=self.nimg / 1000, unit="kimg", disable=not self.progress,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:g} kimg [{elapsed}<{remaining}{postfix}]")
+        tick_time, tick_nimg = time.perf_counter(), self.nimg
+        with GracefulInterrupt() as interrupt:
+            while self.nimg < total_nimg:
+                phase = self.schedule.at(self.nimg)
+                self.set_lr(phase.lr)
+                for _ in range(self.cfg.n_critic):
+                    reals, captions = self.next_reals(phase)
+                    text = self.embed_captions(captions)
+                    self.critic_step(phase, reals, text)
+                    self.nimg += phase.batch
+                self.generator_step(phase, text)
+                self.update_ema(phase.batch)
+                self.step += 1
+                bar.update(phase.batch * self.cfg.n_critic / 1000)
+                if self.nimg // log_every != (self.nimg - phase.batch * self.cfg.n_critic) // log_every:
+                    tick_time, tick_nimg = self.write_log(phase, bar, tick_time, tick_nimg)
+                crossed_snapshot = (self.nimg // snap_every
+                                    != (self.nimg - phase.batch * self.cfg.n_critic) // snap_every)
+                if crossed_snapshot and self.nimg < total_nimg:
+                    self.snapshot()
+                    tick_time = time.perf_counter()  # snapshot time is not training speed
+                if interrupt.requested:
+                    self.write_log(phase, bar, tick_time, tick_nimg)
+                    path = self.snapshot()
+                    bar.close()
+                    tqdm.write(f"interrupted by {interrupt.signal_name} at kimg {self.nimg / 1000:.1f}; "
+                               f"checkpoint {path}; continue with the same command plus --resume auto")
+                    self.log.close()
+                    return None
+        bar.close()
+        self.write_log(self.schedule.at(self.nimg), bar, tick_time, tick_nimg)
+        path = self.snapshot(final=True)
+        self.log.close()
+        return path
+
+    def write_log(self, phase: Phase, bar, tick_time: float, tick_nimg: int):
+        now = time.perf_counter()
+        img_per_s = (self.nimg - tick_nimg) / max(now - tick_time, 1e-9)
+        values = self.stats.flush()
+        values.update({"Progress/resolution": phase.res, "Progress/alpha": phase.alpha,
+                       "Progress/kimg": self.nimg / 1000, "Progress/stage": phase.stage,
+                       "Speed/img_per_s": img_per_s, "Speed/sec_per_kimg": 1000 / max(img_per_s, 1e-9),
+                       "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"]})
+        self.log.scalars(self.nimg, values, kimg=self.nimg / 1000)
+        bar.set_postfix_str(f"res={phase.res} alpha={phase.alpha:.2f} D={values.get('Loss/D', 0):.3f} "
+                            f"G={values.get('Loss/G', 0):.3f} {img_per_s:.0f}img/s", refresh=False)
+        return now, self.nimg

@@ -1,0 +1,95 @@
+"""WGAN-GP losses with the drift term and a matching-aware (mismatched caption) term.
+
+Pure functions of scores; the trainer runs the networks. Sign convention: the
+critic *minimises* `critic_loss` (so it pushes real-and-matching scores up and
+fake / mismatched scores down) and the generator minimises `generator_loss`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+# Weight of the mismatched-caption term inside the "fake" side of the critic loss.
+# The critic's negative side is E_fake = 0.5 * (E[D(G(z,c), c)] + E[D(x, c')]):
+# half generated images, half real images with a wrong caption (Reed et al.
+# 2016, GAN-CLS, which averages the two "fake" kinds the same way). With the
+# real side weighted 1, the loss is still a difference of two expectations,
+# i.e. a Wasserstein estimate between "real+matching" and a 50/50 mixture.
+MISMATCH_WEIGHT = 0.5
+
+
+def mismatched_text(
+    text: torch.Tensor,                 # [B, ...] captions (embeddings) of the batch.
+) -> torch.Tensor:
+    """Each sample gets the caption of its neighbour: text.roll(1, dims=0).
+
+    No extra sampling is needed and, whenever the batch's captions are distinct,
+    no sample keeps its own caption (a roll by 1 has no fixed point for B >= 2).
+    """
+    return text.roll(1, dims=0)
+
+
+def gradient_penalty(
+    critic_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # (img, text) -> [B]; closes over stage/alpha.
+    real: torch.Tensor,                 # [B, C, H, W] real images.
+    fake: torch.Tensor,                 # [B, C, H, W] generated images (detached here).
+    text: torch.Tensor,                 # [B, text_dim] their (matching) captions.
+    weight: float = 10.0,               # lambda of the paper.
+    generator: torch.Generator | None = None,  # RNG for the interpolation factors.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WGAN-GP (Gulrajani et al. 2017, eq. 3): weight * E[(||grad_x D(x_hat, c)||_2 - 1)^2].
+
+    x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] per sample. The
+    gradient is taken with create_graph=True so the penalty can be
+    back-propagated into the critic's parameters (double backward).
+    Returns (penalty, mean gradient norm (detached, for logging)).
+    """
+    assert real.shape == fake.shape, (real.shape, fake.shape)
+    batch_size = real.shape[0]
+    eps = torch.rand([batch_size] + [1] * (real.ndim - 1), generator=generator, device=real.device)
+    x_hat = torch.lerp(fake.detach(), real.detach(), eps.to(real.dtype)).requires_grad_(True)
+    scores = critic_fn(x_hat, text)
+    assert scores.shape == (batch_size,), scores.shape
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    grad_norm = torch.linalg.vector_norm(grad.flatten(1), dim=1)   # [B]; sum over samples is separable.
+    penalty = weight * (grad_norm - 1).square().mean()
+    return penalty, grad_norm.detach().mean()
+
+
+def critic_loss(
+    real_scores: torch.Tensor,          # [B] D(x, c): real images, their captions.
+    fake_scores: torch.Tensor,          # [B] D(G(z, c), c): generated images, the captions they were made from.
+    mismatch_scores: torch.Tensor | None,  # [B] D(x, c'): real images, mismatched captions; None = off.
+    drift: float = 0.001,               # epsilon of the drift term (Karras et al. 2018, sec. A.1).
+) -> dict[str, torch.Tensor]:
+    """Critic loss to minimise (without the gradient penalty, which the trainer adds).
+
+    loss     = -E[D(x,c)] + (1 - m) * E[D(G(z,c),c)] + m * E[D(x,c')] + drift * E[D(x,c)^2],
+               m = MISMATCH_WEIGHT (0.5), or m = 0 when mismatch_scores is None.
+    wdist    = E[D(x,c)] - E[D(G(z,c),c)]   (the critic's Wasserstein estimate, for logging)
+    drift    = drift * E[D(x,c)^2]          (keeps scores from drifting away from 0)
+    mismatch = m * E[D(x,c')]               (the matching-aware part of the loss)
+    """
+    real_mean = real_scores.mean()
+    fake_mean = fake_scores.mean()
+    drift_term = drift * real_scores.square().mean()
+    if mismatch_scores is None:
+        fake_term = fake_mean
+        mismatch_term = torch.zeros_like(fake_mean)
+    else:
+        mismatch_term = MISMATCH_WEIGHT * mismatch_scores.mean()
+        fake_term = (1 - MISMATCH_WEIGHT) * fake_mean + mismatch_term
+    return {
+        "loss": fake_term - real_mean + drift_term,
+        "wdist": (real_mean - fake_mean).detach(),
+        "drift": drift_term.detach(),
+        "mismatch": mismatch_term.detach(),
+    }
+
+
+def generator_loss(
+    fake_scores: torch.Tensor,          # [B] D(G(z, c), c).
+) -> torch.Tensor:
+    """-E[D(G(z,c), c)]: the generator raises the critic's score of its images under their captions."""
+    return -fake_scores.mean()

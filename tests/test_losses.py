@@ -1,0 +1,90 @@
+"""WGAN-GP, drift, matching-aware critic loss and generator loss: closed forms and signs."""
+import torch
+
+from stylegan_t2i.training.losses import (
+    MISMATCH_WEIGHT,
+    critic_loss,
+    gradient_penalty,
+    generator_loss,
+    mismatched_text,
+)
+
+
+def test_penalty_of_linear_critic_is_closed_form():
+    # D(x) = <a, x>: grad_x D = a everywhere, so the penalty is weight * (||a|| - 1)^2 exactly.
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, 4, dtype=torch.float64)
+    a = (3.0 * a / a.norm()).requires_grad_(True)       # ||a|| = 3
+    real = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    fake = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    text = torch.randn(5, 2, dtype=torch.float64)
+    penalty, grad_norm = gradient_penalty(lambda x, c: (x * a).flatten(1).sum(1), real, fake, text, weight=10.0)
+    torch.testing.assert_close(penalty, torch.tensor(40.0, dtype=torch.float64))
+    torch.testing.assert_close(grad_norm, torch.tensor(3.0, dtype=torch.float64))
+    # create_graph=True: the penalty differentiates w.r.t. the critic, d/da = 10 * 2 (||a|| - 1) a / ||a||.
+    penalty.backward()
+    torch.testing.assert_close(a.grad, 10 * 2 * (3 - 1) * a.detach() / 3)
+
+
+def test_penalty_evaluates_per_sample_interpolates_with_captions():
+    real = torch.randn(6, 3, 2, 2)
+    fake = torch.randn(6, 3, 2, 2)
+    text = torch.randn(6, 5)
+    seen = {}
+
+    def critic_fn(x, c):
+        seen["x"], seen["c"] = x.detach(), c
+        return x.square().flatten(1).sum(1)
+
+    gradient_penalty(critic_fn, real, fake, text, generator=torch.Generator().manual_seed(0))
+    assert seen["c"] is text
+    eps = ((seen["x"] - fake) / (real - fake)).flatten(1)       # x = eps * real + (1 - eps) * fake
+    torch.testing.assert_close(eps, eps[:, :1].expand_as(eps), atol=1e-4, rtol=1e-4)
+    assert ((eps >= 0) & (eps <= 1)).all() and eps[:, 0].unique().numel() == 6
+
+
+def test_critic_loss_terms_and_signs():
+    real = torch.tensor([1.0, 3.0])
+    fake = torch.tensor([-1.0, 0.0])
+    mismatch = torch.tensor([0.5, 1.5])
+    out = critic_loss(real, fake, mismatch, drift=0.001)
+    torch.testing.assert_close(out["wdist"], torch.tensor(2.5))
+    torch.testing.assert_close(out["drift"], torch.tensor(0.001 * 5.0))
+    torch.testing.assert_close(out["mismatch"], torch.tensor(MISMATCH_WEIGHT * 1.0))
+    expected = -2.0 + (1 - MISMATCH_WEIGHT) * -0.5 + MISMATCH_WEIGHT * 1.0 + 0.005
+    torch.testing.assert_close(out["loss"], torch.tensor(expected))
+    # The critic minimises: the loss falls when real scores rise and fake / mismatched scores fall.
+    assert critic_loss(real + 0.1, fake, mismatch)["loss"] < out["loss"]
+    assert critic_loss(real, fake - 0.1, mismatch)["loss"] < out["loss"]
+    assert critic_loss(real, fake, mismatch - 0.1)["loss"] < out["loss"]
+    # Without mismatched pairs: plain WGAN + drift.
+    plain = critic_loss(real, fake, None)
+    torch.testing.assert_close(plain["loss"], torch.tensor(-2.5 + 0.005))
+    torch.testing.assert_close(plain["mismatch"], torch.tensor(0.0))
+
+
+def test_critic_loss_gradients():
+    real = torch.tensor([1.0, 3.0], requires_grad=True)
+    fake = torch.tensor([-1.0, 0.0], requires_grad=True)
+    mismatch = torch.tensor([0.5, 1.5], requires_grad=True)
+    critic_loss(real, fake, mismatch, drift=0.0)["loss"].backward()
+    torch.testing.assert_close(real.grad, torch.full([2], -0.5))
+    torch.testing.assert_close(fake.grad, torch.full([2], (1 - MISMATCH_WEIGHT) / 2))
+    torch.testing.assert_close(mismatch.grad, torch.full([2], MISMATCH_WEIGHT / 2))
+
+
+def test_generator_loss_is_negative_mean():
+    scores = torch.tensor([1.0, -3.0, 5.0], requires_grad=True)
+    loss = generator_loss(scores)
+    torch.testing.assert_close(loss, torch.tensor(-1.0))
+    loss.backward()
+    torch.testing.assert_close(scores.grad, torch.full([3], -1 / 3))
+
+
+def test_mismatched_text_gives_every_sample_another_caption():
+    text = torch.randn(5, 7)                                # Distinct captions.
+    wrong = mismatched_text(text)
+    torch.testing.assert_close(wrong, text.roll(1, dims=0))
+    for i in range(5):
+        assert not torch.equal(wrong[i], text[i])
+        assert any(torch.equal(wrong[i], text[j]) for j in range(5) if j != i)

@@ -1,0 +1,148 @@
+"""Generator and critic: shapes per stage, fade-in continuity, truncation, double backward."""
+import pytest
+import torch
+
+from stylegan_t2i.config import config_from_dict, config_to_dict
+from stylegan_t2i.models import Critic, CriticConfig, Generator, GeneratorConfig, cpu_demo_configs
+from stylegan_t2i.models.layers import area_downsample, fade_upsample
+from stylegan_t2i.training.losses import gradient_penalty
+
+TEXT_DIM = 12
+SMALL = dict(text_dim=TEXT_DIM, max_res=32, channel_base=256, channel_max=16)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2))
+    d = Critic(CriticConfig(**SMALL, cmap_dim=8))
+    return g, d
+
+
+def _inputs(batch=4, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 8, generator=gen), torch.randn(batch, TEXT_DIM, generator=gen)
+
+
+@pytest.mark.parametrize("stage", range(4))
+def test_shapes_every_stage_and_alpha(nets, stage):
+    g, d = nets
+    z, text = _inputs()
+    res = 4 * 2 ** stage
+    for alpha in (0.0, 0.5, 1.0):
+        img = g(z, text, stage, alpha)
+        assert img.shape == (4, 3, res, res) and torch.isfinite(img).all()
+        score = d(img, text, stage, alpha)
+        assert score.shape == (4,) and torch.isfinite(score).all()
+
+
+def test_wrong_shapes_are_rejected(nets):
+    g, d = nets
+    z, text = _inputs()
+    with pytest.raises(AssertionError, match="wrong shape"):
+        d(torch.randn(4, 3, 16, 16), text, stage=1)
+    with pytest.raises(AssertionError, match="wrong shape"):
+        g(z, text[:, :5], stage=0)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_generator_fade_in_is_continuous(nets, stage):
+    g, _ = nets
+    z, text = _inputs()
+    with torch.no_grad():
+        start = g(z, text, stage, alpha=0.0, noise_mode="const")
+        prev = g(z, text, stage - 1, alpha=1.0, noise_mode="const")
+        end = g(z, text, stage, alpha=1.0, noise_mode="const")
+        mid = g(z, text, stage, alpha=0.5, noise_mode="const")
+    torch.testing.assert_close(start, fade_upsample(prev))
+    torch.testing.assert_close(mid, 0.5 * (start + end))
+    assert not torch.allclose(start, end)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_critic_fade_in_is_continuous(nets, stage):
+    _, d = nets
+    res = 4 * 2 ** stage
+    img, text = torch.randn(4, 3, res, res), _inputs()[1]
+    with torch.no_grad():
+        torch.testing.assert_close(d(img, text, stage, alpha=0.0), d(area_downsample(img), text, stage - 1, alpha=1.0))
+
+
+def test_only_blocks_up_to_stage_run(nets):
+    g, _ = nets
+    z, text = _inputs()
+    g.zero_grad(set_to_none=True)
+    g(z, text, stage=1, alpha=0.5).square().mean().backward()
+    blocks = g.synthesis_net.blocks
+    assert all(p.grad is not None for p in blocks[1].parameters())
+    assert all(p.grad is None for b in blocks[2:] for p in b.parameters())
+    g.zero_grad(set_to_none=True)
+
+
+def test_gradient_penalty_double_backward_reaches_all_critic_params(nets):
+    _, d = nets
+    torch.manual_seed(0)
+    stage, alpha = 3, 0.5
+    real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    text = _inputs()[1]
+    d.zero_grad(set_to_none=True)
+    penalty, grad_norm = gradient_penalty(lambda x, c: d(x, c, stage, alpha), real, fake, text)
+    penalty.backward()
+    # On the stage-3 path with fading, every parameter takes part except fromRGB at 4x4 and 8x8,
+    # and the output biases, which do not change grad_x D.
+    unused = {n for n, _ in d.named_parameters() if n.startswith(("from_rgb.b4.", "from_rgb.b8."))}
+    unused |= {"epilogue.out.bias", "epilogue.proj.bias"}
+    for name, p in d.named_parameters():
+        if name in unused:
+            assert p.grad is None, name
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert sum(p.grad.abs().sum() for n, p in d.named_parameters() if n not in unused) > 0
+    assert torch.isfinite(penalty) and grad_norm > 0
+    d.zero_grad(set_to_none=True)
+
+
+def test_caption_mean_w_and_truncation(nets):
+    g, _ = nets
+    z, text = _inputs()
+    gen = torch.Generator().manual_seed(5)
+    target = g.caption_mean_w(text, num_z=64, generator=gen)
+    assert target.shape == (4, 16)
+    assert not torch.allclose(target[0], target[1])  # Depends on the caption ...
+    same = g.caption_mean_w(text[:1].expand(4, -1), num_z=64, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(same[0], target[0])  # ... and for one caption is the mean over the same z.
+    torch.testing.assert_close(g.mapping(z, text, truncation_psi=0.0, truncation_target=target), target, rtol=0, atol=0)
+    w = g.mapping(z, text)
+    torch.testing.assert_close(g.mapping(z, text, 0.5, target), 0.5 * (w + target))
+    # psi = 0: every z gives the same image for a caption (with fixed noise).
+    img = g(torch.randn(4, 8), text[:1].expand(4, -1), 2, truncation_psi=0.0,
+            truncation_target=target[:1].expand(4, -1), noise_mode="none")
+    torch.testing.assert_close(img, img[:1].expand(4, -1, -1, -1))
+    assert g.mapping(z, text, truncation_psi=0.7).shape == (4, 16)  # Default target: computed here.
+
+
+def test_mapping_uses_text_and_tracks_w_avg(nets):
+    g, _ = nets
+    z, text = _inputs()
+    w1 = g.mapping(z, text)
+    w2 = g.mapping(z, text.roll(1, dims=0))
+    assert not torch.allclose(w1, w2)
+    before = g.mapping_net.w_avg.clone()
+    g.mapping(z, text)
+    torch.testing.assert_close(g.mapping_net.w_avg, before)
+    g.mapping(z, text, update_w_avg=True)
+    beta = g.cfg.w_avg_beta
+    torch.testing.assert_close(g.mapping_net.w_avg, beta * before + (1 - beta) * w1.detach().mean(0))
+    g.mapping_net.w_avg.copy_(before)
+
+
+def test_configs_round_trip_and_validate():
+    g_cfg, d_cfg = cpu_demo_configs(text_dim=32)
+    assert config_from_dict(GeneratorConfig, config_to_dict(g_cfg)) == g_cfg
+    assert config_from_dict(CriticConfig, config_to_dict(d_cfg)) == d_cfg
+    assert g_cfg.num_stages == d_cfg.num_stages == 4
+    with pytest.raises(ValueError, match="power of two"):
+        GeneratorConfig(text_dim=4, max_res=48)
+    g, d = Generator(g_cfg), Critic(d_cfg)
+    img = g(torch.randn(2, g_cfg.z_dim), torch.randn(2, 32), stage=3)
+    assert d(img, torch.randn(2, 32), stage=3).shape == (2,)

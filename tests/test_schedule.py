@@ -1,0 +1,46 @@
+import pytest
+
+from stylegan_t2i.training.schedule import (ProgressiveSchedule, ScheduleConfig, cpu_demo_schedule,
+                                            progan_paper_schedule)
+
+
+def test_phases_follow_fade_and_stable_kimg():
+    s = ProgressiveSchedule(ScheduleConfig(max_res=16, total_kimg=100, stable_kimg=10, fade_kimg=20))
+    assert s.num_stages == 3
+    p = s.at(0)
+    assert (p.stage, p.alpha, p.res) == (0, 1.0, 4)
+    assert s.at(9_999).stage == 0
+    p = s.at(10_000)  # stage 1 starts fading in
+    assert (p.stage, p.alpha, p.res) == (1, 0.0, 8)
+    assert s.at(20_000).alpha == pytest.approx(0.5)
+    assert s.at(30_000).alpha == 1.0 and s.at(39_999).stage == 1
+    p = s.at(40_000)  # stage 2 = 10 + (20 + 10)
+    assert (p.stage, p.alpha, p.res) == (2, 0.0, 16)
+    assert s.at(10**9).stage == 2 and s.at(10**9).alpha == 1.0
+
+
+def test_alpha_is_monotone_and_resolution_never_shrinks():
+    s = ProgressiveSchedule(cpu_demo_schedule(max_res=32))
+    phases = [s.at(n) for n in range(0, 200_000, 500)]
+    keys = [(p.stage, p.alpha) for p in phases]
+    assert keys == sorted(keys)
+    assert phases[-1].res == 32
+
+
+def test_batch_and_lr_overrides_by_resolution():
+    cfg = progan_paper_schedule(max_res=1024)
+    s = ProgressiveSchedule(cfg)
+    assert s.at(0).batch == 16 and s.at(0).lr == pytest.approx(1e-3)
+    last = s.at(int(cfg.total_kimg * 1000) - 1)
+    assert last.res == 1024 and last.batch == 3 and last.lr == pytest.approx(1.5e-3)
+
+
+def test_zero_fade_jumps_straight_to_alpha_one():
+    s = ProgressiveSchedule(ScheduleConfig(max_res=8, stable_kimg=1, fade_kimg=0))
+    assert s.at(1000).stage == 1 and s.at(1000).alpha == 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(max_res=24), dict(max_res=2), dict(stable_kimg=0)])
+def test_invalid_config_is_rejected(bad):
+    with pytest.raises(ValueError):
+        ScheduleConfig(**bad)

@@ -1,0 +1,195 @@
+"""Train a progressively grown, text-conditioned StyleGAN with WGAN-GP.
+
+    python train_progan.py                                   # built-in demo data, CPU preset
+    python train_progan.py --image_dir imgs --label_dir txt  # your captioned images
+    python train_progan.py ... --resume auto                 # continue after any crash
+    tensorboard --logdir runs
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from datasets.demo_scenes import caption_for, ensure_demo_dataset, all_combinations
+from stylegan_t2i.checkpoint import CheckpointError
+from stylegan_t2i.config import config_from_dict, config_to_dict, save_config_json
+from stylegan_t2i.data import DatasetError, ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.models import cpu_demo_configs
+from stylegan_t2i.models.critic import Critic, CriticConfig
+from stylegan_t2i.models.generator import Generator, GeneratorConfig
+from stylegan_t2i.run_dir import create_run_dir
+from stylegan_t2i.run_log import RunLog
+from stylegan_t2i.text.pretrain import (PretrainConfig, bundle_from_payload, load_text_encoder,
+                                        pretrain_text_encoder, save_text_encoder)
+from stylegan_t2i.training import gan_checkpoint as ckpt
+from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig, TrainingDiverged
+from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data (give both, or neither for the built-in demo dataset)")
+    data.add_argument("--image_dir", type=Path, help="folder of images (sub-folders mirrored in --label_dir)")
+    data.add_argument("--label_dir", type=Path, help="folder of NAME.txt captions, one caption per line")
+    data.add_argument("--xflip", action="store_true",
+                      help="random horizontal flips (off by default: captions may say left/right)")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    run.add_argument("--resume", default=None, metavar="auto|PATH",
+                     help="'auto': continue the newest run under --out from its newest checkpoint "
+                          "(or start one if there is none); PATH: continue from that checkpoint")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--seed", type=int, default=0, help="seed of weights, noise and data order (default: 0)")
+    run.add_argument("--snapshot_kimg", type=float, default=20.0,
+                     help="checkpoint + sample grid every N thousand images (default: 20)")
+    run.add_argument("--text_encoder", type=Path,
+                     help="pretrained text encoder checkpoint (tools/train_text_encoder.py); "
+                          "default: pretrain one on this data first")
+    run.add_argument("--text_encoder_steps", type=int, default=PretrainConfig.steps,
+                     help=f"steps of that pretraining when no --text_encoder is given (default: {PretrainConfig.steps})")
+    sched = p.add_argument_group("schedule")
+    sched.add_argument("--preset", choices=sorted(SCHEDULE_PRESETS), default="cpu_demo",
+                       help="schedule and network sizes (default: cpu_demo)")
+    sched.add_argument("--max_res", type=int, help="final resolution, power of two (default: 32)")
+    sched.add_argument("--total_kimg", type=float, help="length of training in thousands of images")
+    sched.add_argument("--kimg_per_stage", type=float,
+                       help="thousands of images per fade-in and per stable phase of each resolution")
+    sched.add_argument("--batch", type=int, help="minibatch size (global across processes)")
+    sched.add_argument("--lr", type=float, help="Adam learning rate of G and D")
+    sched.add_argument("--n_critic", type=int, default=1, help="critic steps per generator step (default: 1)")
+    args = p.parse_args(argv)
+    if (args.image_dir is None) != (args.label_dir is None):
+        p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
+    return args
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def schedule_config(args) -> ScheduleConfig:
+    max_res = args.max_res or 32
+    cfg = SCHEDULE_PRESETS[args.preset](max_res=max_res)
+    overrides = {}
+    if args.total_kimg is not None:
+        overrides["total_kimg"] = args.total_kimg
+    if args.kimg_per_stage is not None:
+        overrides.update(stable_kimg=args.kimg_per_stage, fade_kimg=args.kimg_per_stage)
+    if args.batch is not None:
+        overrides.update(batch=args.batch, batch_by_res=())
+    if args.lr is not None:
+        overrides.update(lr=args.lr, lr_by_res=())
+    return dataclasses.replace(cfg, **overrides)
+
+
+def open_dataset(args, max_res: int) -> tuple[ImageLabelDataset, str, list[str]]:
+    """The dataset, a short name for the run directory, and the fixed prompts of the grids."""
+    if args.image_dir is None:
+        image_dir, label_dir = ensure_demo_dataset()
+        name = "demo"
+    else:
+        image_dir, label_dir, name = args.image_dir, args.label_dir, args.image_dir.resolve().name
+    dataset = ImageLabelDataset(image_dir, label_dir, max_res, xflip=args.xflip, seed=args.seed)
+    if args.image_dir is None:
+        seen, held = all_combinations(held_out=False), all_combinations(held_out=True)
+        combos = [seen[i * len(seen) // 6] for i in range(6)] + [held[0], held[len(held) // 2]]
+        prompts = [caption_for(c) for c in combos]
+    else:
+        n = len(dataset)
+        prompts = [dataset.captions[i * n // 8][0] for i in range(min(8, n))]
+    return dataset, name, prompts
+
+
+def text_encoder_for(args, dataset, run_dir: Path, device, resumed: dict | None):
+    if resumed is not None:
+        return bundle_from_payload(resumed["text_encoder"]).to(device)
+    if args.text_encoder is not None:
+        return load_text_encoder(args.text_encoder).to(device)
+    print("no --text_encoder given: pretraining one on this data (CLIP-style) first")
+    pre_cfg = PretrainConfig(resolution=min(dataset.resolution, 32), seed=args.seed,
+                             steps=args.text_encoder_steps, warmup=min(100, args.text_encoder_steps // 4))
+    log = RunLog(run_dir / "text_encoder")
+    bundle = pretrain_text_encoder(dataset, pre_cfg, device, run_log=log)
+    log.close()
+    save_text_encoder(run_dir / "text_encoder.pt", bundle, pre_cfg)
+    return bundle.to(device)
+
+
+def load_resume(args) -> tuple[dict | None, Path | None]:
+    """The checkpoint to continue from (and its path), or (None, None) for a fresh run."""
+    if args.resume is None:
+        return None, None
+    path = ckpt.find_auto_resume(args.out) if args.resume == "auto" else Path(args.resume)
+    if path is None:
+        print(f"--resume auto: no checkpoint under {args.out}; starting a new run")
+        return None, None
+    print(f"resuming from {path}")
+    return ckpt.load_gan_checkpoint(path), path
+
+
+def build(args, resumed: dict | None, text_dim: int):
+    """Configs (saved with the run) and freshly initialised networks."""
+    if resumed is not None:
+        c = resumed["config"]
+        g_cfg, d_cfg = config_from_dict(GeneratorConfig, c["generator"]), config_from_dict(CriticConfig, c["critic"])
+        sched_cfg, train_cfg = config_from_dict(ScheduleConfig, c["schedule"]), config_from_dict(TrainConfig, c["train"])
+        if args.total_kimg is not None:  # the one setting a resumed run may change: run longer
+            sched_cfg = dataclasses.replace(sched_cfg, total_kimg=args.total_kimg)
+    else:
+        sched_cfg = schedule_config(args)
+        g_cfg, d_cfg = cpu_demo_configs(text_dim, max_res=sched_cfg.max_res)
+        train_cfg = TrainConfig(n_critic=args.n_critic, seed=args.seed, snapshot_kimg=args.snapshot_kimg)
+    torch.manual_seed(train_cfg.seed)
+    configs = {"generator": config_to_dict(g_cfg), "critic": config_to_dict(d_cfg),
+               "schedule": config_to_dict(sched_cfg), "train": config_to_dict(train_cfg)}
+    return configs, Generator(g_cfg), Critic(d_cfg), sched_cfg, train_cfg
+
+
+def train(args) -> Path | None:
+    device = resolve_device(args.device)
+    resumed, resume_path = load_resume(args)
+    max_res = resumed["config"]["schedule"]["max_res"] if resumed else (args.max_res or 32)
+    dataset, name, prompts = open_dataset(args, max_res)
+    if resumed is not None and args.resume == "auto":
+        run_dir = resume_path.parent
+    else:
+        run_dir = create_run_dir(args.out, f"{name}-{max_res}")
+    print(f"run directory: {run_dir}")
+    bundle = text_encoder_for(args, dataset, run_dir, device, resumed)
+    configs, G, D, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.embed_dim)
+    configs["data"] = {"image_dir": str(args.image_dir or "demo"), "label_dir": str(args.label_dir or "demo"),
+                       "xflip": args.xflip, "num_images": len(dataset)}
+    save_config_json(run_dir / "config.json", configs)
+    sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
+    trainer = GanTrainer(G, D, bundle, dataset, sampler, ProgressiveSchedule(sched_cfg), train_cfg,
+                         run_dir, device, prompts, configs)
+    if resumed is not None:
+        trainer.load_payload(resumed)
+    else:
+        trainer.log.text("Config", json.dumps(configs, indent=2))
+    final = trainer.fit(sched_cfg.total_kimg)
+    if final is not None:
+        print(f"done: {final}\nsample with: python generate.py --checkpoint {final} --text \"{prompts[0]}\"")
+    return final
+
+
+def main(argv=None) -> Path | None:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (DatasetError, CheckpointError, TrainingDiverged) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
