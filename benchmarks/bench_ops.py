@@ -139,7 +139,9 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=5, help='timed repeats per cell; the median is shown (default 5)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed calls before timing each cell (default 2)')
     parser.add_argument('--cpu', action='store_true', help='benchmark on the CPU even when CUDA is present')
-    parser.add_argument('--threads', type=int, default=0, help='CPU threads for torch (default 0: torch\'s choice)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='CPU threads for torch; 0 = torch\'s choice (default 1: on a shared machine, '
+                             'OpenMP barrier waits otherwise dominate and the numbers are noise)')
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or args.threads < 0:
         raise SystemExit('bench_ops.py: --batch and --repeats must be >= 1, --warmup and --threads >= 0')

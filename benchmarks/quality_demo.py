@@ -197,23 +197,28 @@ def checkpoint_generator(path: str, device: torch.device, truncation: float) -> 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="generator checkpoint (gan or ddpm) to evaluate")
     src.add_argument("--real", action="store_true", help="evaluate real renders instead (the ~100%% ceiling)")
-    p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument("--num_per_combo", type=int, default=4, help="generated images per attribute combination")
-    p.add_argument("--resolution", type=int, default=32, help="evaluation side; images are area-resized to it")
+    p.add_argument("--device", default="auto",
+                   help="'auto' (cuda if available; default), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--num_per_combo", type=int, default=4,
+                   help="generated images per attribute combination (default: 4)")
+    p.add_argument("--resolution", type=int, default=32,
+                   help="evaluation side; images are area-resized to it (default: 32)")
     p.add_argument("--max_seen_combos", type=int, default=0,
-                   help="evaluate a fixed random subset of this many seen combinations (0 = all 216)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of images, subset and real references")
-    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi for --checkpoint sampling")
-    p.add_argument("--data_root", default=None, help="demo dataset folder the classifier trains on (default: datasets/demo)")
+                   help="evaluate a fixed random subset of this many seen combinations (default: 0 = all 216)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed of images, subset and real references (default: 0)")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help="truncation psi for --checkpoint sampling (default: 1)")
+    p.add_argument("--data_root", default=None,
+                   help="demo dataset folder the classifier trains on (default: datasets/demo)")
     p.add_argument("--classifier", default=None,
                    help="classifier cache file (default: DATA_ROOT/attribute_classifier-RES.pt; trained when missing)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
-    p.add_argument("--grid", default=None, help="write a PNG grid of samples for a few seen and held-out prompts")
+    p.add_argument("--grid", default=None, help="write a PNG grid of samples for 4 seen and 4 held-out prompts")
     args = p.parse_args(argv)
     if args.num_per_combo < 1 or args.resolution < 8 or args.max_seen_combos < 0:
         raise SystemExit("--num_per_combo must be >= 1, --resolution >= 8 and --max_seen_combos >= 0")
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.num_per_combo} per combination):")
     print(format_table(result))
     num_images = result["seen"]["n"] + result["held_out"]["n"]
-    print(f"{num_images} images generated, classified and compared in {eval_s:.1f} s; classifier ready in {classifier_s:.1f} s")
+    print(f"{num_images} images generated, classified and compared in {eval_s:.1f} s; "
+          f"classifier ready in {classifier_s:.1f} s")
     report = {"source": "real" if args.real else "checkpoint", "checkpoint": args.checkpoint,
               "generator_resolution": gen_res, "results": result, "classifier": stats,
               "timing": {"classifier_s": classifier_s, "eval_s": eval_s, "num_images": num_images}}

@@ -34,9 +34,14 @@ def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any])
     """
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {KINDS}")
+    data = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "kind": kind, **payload}
+    return atomic_torch_save(path, data)
+
+
+def atomic_torch_save(path: str | os.PathLike, data: Any) -> Path:
+    """`torch.save(data)` to `path` through a fsync'ed temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "kind": kind, **payload}
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -55,14 +55,17 @@ class GanSampler:
         out = []
         for i in range(0, len(z), self.batch):
             t, zz = text[i:i + self.batch], z[i:i + self.batch]
-            target = None
-            if truncation != 1:
-                # Truncate toward each caption's own mean w; a fixed RNG keeps it reproducible.
-                gen = torch.Generator(device=self.device).manual_seed(0)
-                target = self.G.caption_mean_w(t, generator=gen)
+            target = self.caption_mean_w(t) if truncation != 1 else None
             out.append(self.G(zz, t, self.stage, self.alpha, truncation_psi=truncation,
                               truncation_target=target, noise_mode="const").float().clamp(-1, 1))
         return torch.cat(out)
+
+    def caption_mean_w(self, text: torch.Tensor) -> torch.Tensor:
+        """[N, w_dim] truncation targets: each caption's mean w over the same fixed set of z, so
+        a caption's target does not depend on the rest of the batch."""
+        rows = [self.G.caption_mean_w(t[None], generator=torch.Generator(self.device).manual_seed(0))
+                for t in text]
+        return torch.cat(rows)
 
     def sample(self, captions: Sequence[str], seeds: Sequence[int], truncation: float = 1.0) -> torch.Tensor:
         """Image i from captions[i] and seeds[i]; same caption + seed -> same image."""

@@ -12,15 +12,6 @@ from stylegan_t2i.ops import bias_act, cuda_build
 ACTS = list(bias_act.activation_funcs)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny tensors: OpenMP barriers on a busy 2-core machine would dominate. Restored afterwards.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
 def _closed_form(act, v, alpha):
     """Activations written out in numpy float64 (independent of torch.nn.functional)."""
     sig = 1 / (1 + np.exp(-v))

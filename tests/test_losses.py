@@ -2,6 +2,7 @@
 import torch
 
 from stylegan_t2i.training.losses import (
+    MISMATCH_MARGIN,
     MISMATCH_WEIGHT,
     critic_loss,
     gradient_penalty,
@@ -46,17 +47,22 @@ def test_penalty_evaluates_per_sample_interpolates_with_captions():
 def test_critic_loss_terms_and_signs():
     real = torch.tensor([1.0, 3.0])
     fake = torch.tensor([-1.0, 0.0])
-    mismatch = torch.tensor([0.5, 1.5])
+    mismatch = torch.tensor([0.5, 1.5])    # gaps D(x,c) - D(x,c') = 0.5 and 1.5
     out = critic_loss(real, fake, mismatch, drift=0.001)
     torch.testing.assert_close(out["wdist"], torch.tensor(2.5))
     torch.testing.assert_close(out["drift"], torch.tensor(0.001 * 5.0))
-    torch.testing.assert_close(out["mismatch"], torch.tensor(MISMATCH_WEIGHT * 1.0))
-    expected = -2.0 + (1 - MISMATCH_WEIGHT) * -0.5 + MISMATCH_WEIGHT * 1.0 + 0.005
-    torch.testing.assert_close(out["loss"], torch.tensor(expected))
+    hinge = (max(0.0, MISMATCH_MARGIN - 0.5) + max(0.0, MISMATCH_MARGIN - 1.5)) / 2
+    torch.testing.assert_close(out["mismatch"], torch.tensor(MISMATCH_WEIGHT * hinge))
+    torch.testing.assert_close(out["loss"], torch.tensor(-2.5 + 0.005 + MISMATCH_WEIGHT * hinge))
     # The critic minimises: the loss falls when real scores rise and fake / mismatched scores fall.
     assert critic_loss(real + 0.1, fake, mismatch)["loss"] < out["loss"]
     assert critic_loss(real, fake - 0.1, mismatch)["loss"] < out["loss"]
     assert critic_loss(real, fake, mismatch - 0.1)["loss"] < out["loss"]
+    # Bounded: once every mismatched pair is a margin below its matched pair, no further push.
+    far = critic_loss(real, fake, real - MISMATCH_MARGIN - 5)
+    farther = critic_loss(real, fake, real - MISMATCH_MARGIN - 50)
+    torch.testing.assert_close(far["loss"], farther["loss"])
+    torch.testing.assert_close(far["mismatch"], torch.tensor(0.0))
     # Without mismatched pairs: plain WGAN + drift.
     plain = critic_loss(real, fake, None)
     torch.testing.assert_close(plain["loss"], torch.tensor(-2.5 + 0.005))
@@ -66,11 +72,11 @@ def test_critic_loss_terms_and_signs():
 def test_critic_loss_gradients():
     real = torch.tensor([1.0, 3.0], requires_grad=True)
     fake = torch.tensor([-1.0, 0.0], requires_grad=True)
-    mismatch = torch.tensor([0.5, 1.5], requires_grad=True)
+    mismatch = torch.tensor([0.5, 1.5], requires_grad=True)    # only the first pair is inside the margin
     critic_loss(real, fake, mismatch, drift=0.0)["loss"].backward()
-    torch.testing.assert_close(real.grad, torch.full([2], -0.5))
-    torch.testing.assert_close(fake.grad, torch.full([2], (1 - MISMATCH_WEIGHT) / 2))
-    torch.testing.assert_close(mismatch.grad, torch.full([2], MISMATCH_WEIGHT / 2))
+    torch.testing.assert_close(real.grad, torch.tensor([-0.5 - MISMATCH_WEIGHT / 2, -0.5]))
+    torch.testing.assert_close(fake.grad, torch.full([2], 0.5))
+    torch.testing.assert_close(mismatch.grad, torch.tensor([MISMATCH_WEIGHT / 2, 0.0]))
 
 
 def test_generator_loss_is_negative_mean():

@@ -19,16 +19,6 @@ from stylegan_t2i.metrics.precision_recall import knn_radii
 from stylegan_t2i.metrics.swd import laplacian_pyramid
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny; on the shared 2-core machine a second intra-op thread only
-    adds spin-waiting. Restored after each test so other test files are unaffected."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------- Fréchet distance
 
 def _fd_reference(mu1, s1, mu2, s2):

@@ -11,15 +11,6 @@ from stylegan_t2i.diffusion.scheduler import (DDIMScheduler, DDPMScheduler, Sche
 T = 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP start-up and contention on the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def reference_alpha_bar(schedule: str) -> np.ndarray:
     """ᾱ_t for t = 0..T-1 straight from the papers, without the module's code."""
     if schedule == "linear":

@@ -9,15 +9,6 @@ from stylegan_t2i.diffusion.unet import UNet, UNetConfig, cpu_demo_unet, timeste
 CTX_DIM, L = 24, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP start-up and contention on the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(resolution: int, **overrides) -> UNetConfig:
     kwargs = dict(resolution=resolution, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
                   attention_resolutions=(resolution // 2,), context_dim=CTX_DIM, num_heads=4, groups=8)

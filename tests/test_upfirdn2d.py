@@ -10,15 +10,6 @@ import torch
 from stylegan_t2i.ops import cuda_build, upfirdn2d
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # The tensors here are tiny: with OpenMP threads on a busy 2-core machine each conv
-    # waits ~50 ms at a barrier, which would dominate the gradchecks. Restored afterwards.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
 # ----------------------------------------------------------------------------
 # Independent formulations (float64 numpy / scipy).
 

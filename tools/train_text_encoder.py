@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.image_dir is None) != (args.label_dir is None):
         raise SystemExit("give both --image_dir and --label_dir, or neither (for the demo dataset)")
+    res = args.resolution
+    if res < 8 or res & (res - 1):
+        raise SystemExit(f"--resolution must be a power of 2 >= 8 (the image encoder halves it 3 times), got {res}")
     if args.steps < 1 or args.batch < 2:
         raise SystemExit(f"--steps must be >= 1 and --batch >= 2 (got {args.steps}, {args.batch})")
     return args

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from stylegan_t2i.data.cache import load_or_build
-from stylegan_t2i.data.scan import DatasetError, SkipReport, scan_pairs
+from stylegan_t2i.data.scan import DatasetError, scan_pairs
 
 VIEW_CHUNK = 512  # images down-sampled at a time when a view is first built (bounds float memory)
 

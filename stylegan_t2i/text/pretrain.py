@@ -33,7 +33,7 @@ class PretrainConfig:
     resolution:     int = 32                # Images are resized to this once, before training.
     batch:          int = 128               # Pairs per step (capped at the dataset size).
     lr:             float = 1e-3            # AdamW peak learning rate.
-    steps:          int = 1200              # Optimizer steps.
+    steps:          int = 500               # Optimizer steps (demo: held-out AUC 1.0 by ~300 at batch 64).
     seed:           int = 0                 # Seeds the weights and the batch sampling.
     weight_decay:   float = 0.05            # AdamW decoupled decay on matrices only.
     warmup:         int = 100               # Linear warm-up steps, then cosine decay to 0.

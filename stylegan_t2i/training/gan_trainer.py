@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stylegan_t2i.checkpoint import save_checkpoint
-from stylegan_t2i.config import config_to_dict
 from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
 from stylegan_t2i.models.layers import fade_upsample
 from stylegan_t2i.run_log import RunLog
@@ -138,7 +137,7 @@ class GanTrainer:
         enabled = self.cfg.amp and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def critic_step(self, phase: Phase, reals: torch.Tensor, text: torch.Tensor) -> bool:
+    def critic_step(self, phase: Phase, reals: torch.Tensor, text: torch.Tensor) -> None:
         def critic_fn(img, txt):
             return self.D(img, txt, phase.stage, phase.alpha).float()
 
@@ -150,24 +149,22 @@ class GanTrainer:
                                  critic_fn(reals, mismatched_text(text)), drift=self.cfg.drift)
         gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, weight=self.cfg.gp_weight)
         total = losses["loss"] + gp
-        ok = self._apply(self.opt_D, total)
+        self._apply(self.opt_D, total)
         self.stats.add({"Loss/D": total, "Loss/D/gp": gp, "Loss/D/mismatch": losses["mismatch"],
                         "Loss/D/drift": losses["drift"], "Critic/wdist": losses["wdist"],
                         "Critic/grad_norm": grad_norm})
-        return ok
 
-    def generator_step(self, phase: Phase, text: torch.Tensor) -> bool:
+    def generator_step(self, phase: Phase, text: torch.Tensor) -> None:
         z = torch.randn(text.shape[0], self.G.cfg.z_dim, device=self.device)
         self.D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
         with self._autocast():
             fakes = self.G(z, text, phase.stage, phase.alpha)
             loss = generator_loss(self.D(fakes, text, phase.stage, phase.alpha).float())
-        ok = self._apply(self.opt_G, loss)
+        self._apply(self.opt_G, loss)
         self.D.requires_grad_(True)
         self.stats.add({"Loss/G": loss})
-        return ok
 
-    def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         """Backward + step, unless the loss is non-finite: then skip, count, and maybe stop."""
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -178,11 +175,10 @@ class GanTrainer:
                     f"{self._nonfinite_in_a_row} non-finite losses in a row at kimg "
                     f"{self.nimg / 1000:.1f}; stopped. The last good checkpoint is untouched: lower "
                     f"--lr and resume from it with --resume PATH")
-            return False
+            return
         loss.backward()
         opt.step()
         self._nonfinite_in_a_row = 0
-        return True
 
     def update_ema(self, batch: int) -> None:
         # EMA with a half-life in images (StyleGAN2-ADA), ramped up early in training.
@@ -271,7 +267,8 @@ class GanTrainer:
                     self.log.close()
                     return None
         bar.close()
-        self.write_log(self.schedule.at(self.nimg), bar, tick_time, tick_nimg)
+        if self.nimg > tick_nimg:  # images shown since the last log tick
+            self.write_log(self.schedule.at(self.nimg), bar, tick_time, tick_nimg)
         path = self.snapshot(final=True)
         self.log.close()
         return path

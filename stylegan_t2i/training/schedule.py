@@ -68,9 +68,11 @@ class ProgressiveSchedule:
 
 
 def cpu_demo_schedule(max_res: int = 32, total_kimg: float = 300.0) -> ScheduleConfig:
-    """Short stages sized for a 60-minute run on 2 CPU cores (the final stage gets the rest)."""
-    return ScheduleConfig(max_res=max_res, total_kimg=total_kimg, stable_kimg=20.0, fade_kimg=20.0,
-                          batch=32, lr=2e-3)
+    """Sized for about 60 minutes on 2 CPU cores at 32x32 with the cpu_demo networks: measured
+    660 / 270 / 120 / 62 img/s at 4 / 8 / 16 / 32 px, so the 4-16 px stages take ~13 minutes
+    and the 32 px stage gets the rest. lr 1e-3 and Adam(0, 0.99) as in ProGAN with WGAN-GP."""
+    return ScheduleConfig(max_res=max_res, total_kimg=total_kimg, stable_kimg=30.0, fade_kimg=30.0,
+                          batch=32, lr=1e-3)
 
 
 def progan_paper_schedule(max_res: int = 1024) -> ScheduleConfig:
