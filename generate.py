@@ -4,6 +4,8 @@
     python generate.py --text "a red square" --text "a blue circle" --seeds 0-7 --out grid.png
     python generate.py --text_file prompts.txt --outdir samples/      # one PNG per image
     python generate.py --interpolate "a red circle" "a blue square" --frames 8 --out strip.png
+    python generate.py --checkpoint DDPM.pt --text "a red square" --steps 50 --guidance 3  # diffusion
+    python generate.py --checkpoint DDPM.pt --text "a blue square" --init_image in.png --strength 0.6
 
 With no --checkpoint, the newest network-final.pt under runs/ is used (else the newest
 checkpoint there), else the demo model shipped in pretrained/.
@@ -18,9 +20,11 @@ from pathlib import Path
 import torch
 
 from stylegan_t2i.checkpoint import CheckpointError
-from stylegan_t2i.images import make_grid, save_png, to_uint8
+from stylegan_t2i.data.image_io import DECODE_ERRORS, load_image
+from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
 from stylegan_t2i.inference import load_sampler, seeded_normal
 from stylegan_t2i.run_dir import run_dirs
+from stylegan_t2i.training.run_files import resolve_device
 
 DEMO_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo-gan-32.pt"
 
@@ -59,7 +63,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for checkpoints (default: runs)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     model.add_argument("--batch", type=int, default=64, help="images per forward pass (default: 64)")
-    return p.parse_args(argv)
+    diff = p.add_argument_group("diffusion (DDPM checkpoints only; a GAN checkpoint ignores these flags)")
+    diff.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
+    diff.add_argument("--guidance", type=float, default=3.0,
+                      help="classifier-free guidance scale: 1 = off, 0 = unconditional (default: 3)")
+    diff.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim",
+                      help="ddim (deterministic for --eta 0) or ddpm (ancestral) (default: ddim)")
+    diff.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 = deterministic, 1 = DDPM-like noise (default: 0)")
+    diff.add_argument("--init_image", type=Path, help="img2img: start from this image noised to --strength")
+    diff.add_argument("--strength", type=float, default=0.6,
+                      help="img2img: fraction of the schedule re-run; 0 = the image itself, 1 = pure noise (default: 0.6)")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.eta < 0 or not 0 <= args.strength <= 1:
+        p.error("need --steps >= 1, --eta >= 0 and --strength in [0, 1]")
+    return args
 
 
 def find_checkpoint(runs: Path) -> Path | None:
@@ -101,12 +118,22 @@ def check_writable(path: Path, is_dir: bool) -> None:
         raise SystemExit(f"error: cannot write to {target}: {e.strerror or e}")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
+def read_init_image(path: Path, resolution: int) -> torch.Tensor:
+    """--init_image as img [1, 3, R, R] in [-1, 1]: centre-cropped and resized like the training data."""
+    try:
+        img_u8, _ = load_image(path, resolution)
+    except DECODE_ERRORS as e:
+        raise SystemExit(f"error: cannot read --init_image {path}: {e}")
+    return from_uint8(torch.from_numpy(img_u8)[None])
+
+
+def diffusion_options(args, sampler) -> dict:
+    """The diffusion flags as keywords of a DDPM sampler's `sample`; {} for a GAN checkpoint."""
+    if sampler.kind != "ddpm":
+        return {}
+    init = None if args.init_image is None else read_init_image(args.init_image, sampler.resolution)
+    return {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "eta": args.eta,
+            "init_image": init, "strength": args.strength, "progress": True}
 
 
 def interpolation_strip(sampler, a: str, b: str, frames: int, seeds: list[int], truncation: float):
@@ -131,7 +158,7 @@ def generate(args) -> list[Path]:
         raise SystemExit(f"error: no checkpoint under {args.runs}/ and no demo model at {DEMO_MODEL}; "
                          f"train one with train_progan.py or pass --checkpoint")
     print(f"using checkpoint: {path}")
-    sampler = load_sampler(path, pick_device(args.device))
+    sampler = load_sampler(path, resolve_device(args.device))
     sampler.batch = args.batch
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -145,9 +172,12 @@ def generate(args) -> list[Path]:
 
 def write_outputs(args, sampler, prompts, seeds, out) -> list[Path]:
     if args.interpolate:
+        if sampler.kind != "gan":
+            raise SystemExit(f"error: --interpolate needs a GAN checkpoint; this one is of kind {sampler.kind!r}")
         return [save_png(out, interpolation_strip(sampler, *prompts, args.frames, seeds, args.truncation))]
     captions = [p for p in prompts for _ in seeds]
-    img_u8 = to_uint8(sampler.sample(captions, seeds * len(prompts), args.truncation))
+    img_u8 = to_uint8(sampler.sample(captions, seeds * len(prompts), args.truncation,
+                                     **diffusion_options(args, sampler)))
     grid = make_grid(img_u8, len(prompts), len(seeds))
     written = []
     if out is not None:

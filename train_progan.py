@@ -26,7 +26,9 @@ from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import (PretrainConfig, bundle_from_payload, load_text_encoder,
                                         pretrain_text_encoder, save_text_encoder)
 from stylegan_t2i.training import gan_checkpoint as ckpt
-from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig, TrainingDiverged
+from stylegan_t2i.training.faults import TrainingDiverged
+from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
+from stylegan_t2i.training.run_files import resolve_device
 from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
 
 
@@ -65,15 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if (args.image_dir is None) != (args.label_dir is None):
         p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
     return args
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def schedule_config(args) -> ScheduleConfig:
@@ -115,7 +108,8 @@ def text_encoder_for(args, dataset, run_dir: Path, device, resumed: dict | None)
     if args.text_encoder is not None:
         return load_text_encoder(args.text_encoder).to(device)
     print("no --text_encoder given: pretraining one on this data (CLIP-style) first")
-    pre_cfg = PretrainConfig(resolution=min(dataset.resolution, 32), seed=args.seed,
+    # The image encoder halves its input three times, so it sees at least 8x8 (up-sampled if needed).
+    pre_cfg = PretrainConfig(resolution=max(8, min(dataset.resolution, 32)), seed=args.seed,
                              steps=args.text_encoder_steps, warmup=min(100, args.text_encoder_steps // 4))
     log = RunLog(run_dir / "text_encoder")
     bundle = pretrain_text_encoder(dataset, pre_cfg, device, run_log=log)

@@ -27,12 +27,29 @@ if __package__ in (None, ""):   # run as `python benchmarks/quality_demo.py`: ma
 import numpy as np
 import torch
 
-from benchmarks.attribute_classifier import (ATTR_NAMES, NUM_CLASSES, AttributeClassifier, ClassifierConfig,
-                                             area_resize, attribute_accuracy, ensure_classifier, labels_of,
-                                             pil_to_img, render_real, with_jitter)
-from datasets.demo_scenes import ATTRIBUTES, TEMPLATES, all_combinations, caption_for, render_scene
+from benchmarks.attribute_classifier import (
+    ATTR_NAMES,
+    NUM_CLASSES,
+    AttributeClassifier,
+    ClassifierConfig,
+    area_resize,
+    attribute_accuracy,
+    ensure_classifier,
+    labels_of,
+    pil_to_img,
+    render_real,
+    with_jitter,
+)
+from datasets.demo_scenes import (
+    ATTRIBUTES,
+    TEMPLATES,
+    all_combinations,
+    caption_for,
+    render_scene,
+)
 from stylegan_t2i.images import make_grid, save_png, to_uint8
 from stylegan_t2i.metrics.frechet import frechet_distance_from_features
+from stylegan_t2i.training.run_files import resolve_device
 
 # generate_fn(captions, seeds) -> img [len(captions), 3, R, R] in [-1, 1], image i from
 # captions[i] and seeds[i] (the `sampler.sample` contract of stylegan_t2i.inference).
@@ -173,13 +190,6 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:<10}" + "".join(f"{row[c]:>11.3f}" for c in cols) + tail)
     lines.append(f"FD_attr (classifier features, seen + held-out vs real renders): {result['fd_all']:.3f}")
     return "\n".join(lines)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def checkpoint_generator(path: str, device: torch.device, truncation: float) -> tuple[GenerateFn, int]:

@@ -147,3 +147,12 @@ def test_prompt_and_output_errors(trained, tmp_path, capsys):
     long_prompt = " ".join(["a small red circle on the left"] * 20)
     generate.main(ck + ["--text", long_prompt, "--n", "1", "--out", str(tmp_path / "long.png")])
     assert "warning:" in capsys.readouterr().err and (tmp_path / "long.png").is_file()
+
+
+def test_export_tool_writes_a_loadable_file_and_rejects_other_kinds(trained, tmp_path):
+    from tools import export_generator
+
+    out = export_generator.main(["--checkpoint", str(trained), "--out", str(tmp_path / "m.pt")])
+    generate.main(["--checkpoint", str(out), "--text", "a red circle", "--n", "1", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="kind 'text_encoder'"):
+        export_generator.main(["--checkpoint", str(trained.parent / "text_encoder.pt"), "--out", str(tmp_path / "n.pt")])

@@ -31,8 +31,14 @@ from stylegan_t2i.images import from_uint8  # noqa: E402
 from stylegan_t2i.run_dir import create_run_dir  # noqa: E402
 from stylegan_t2i.run_log import RunLog  # noqa: E402
 from stylegan_t2i.text.pretrain import (  # noqa: E402
-    PretrainConfig, TextEncoderBundle, pretrain_text_encoder, retrieval_accuracy, roc_auc, save_text_encoder,
+    PretrainConfig,
+    TextEncoderBundle,
+    pretrain_text_encoder,
+    retrieval_accuracy,
+    roc_auc,
+    save_text_encoder,
 )
+from stylegan_t2i.training.run_files import resolve_device  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,18 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
-
-
 def evaluate_demo(bundle: TextEncoderBundle, resolution: int) -> dict[str, float]:
     """Held-out and seen-combination retrieval accuracy and alignment ROC AUC on rendered scenes."""
-    from datasets.demo_scenes import ATTRIBUTES, all_combinations, captions_for, render_scene
+    from datasets.demo_scenes import (
+        ATTRIBUTES,
+        all_combinations,
+        captions_for,
+        render_scene,
+    )
 
     held, seen = all_combinations(held_out=True), all_combinations(held_out=False)
     gallery = seen + held                                               # every combination, one image each

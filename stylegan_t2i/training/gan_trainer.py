@@ -22,6 +22,8 @@ from stylegan_t2i.models.layers import fade_upsample
 from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import text_encoder_payload
 from stylegan_t2i.training import gan_checkpoint as ckpt
+from stylegan_t2i.training.ema import ema_beta, update_ema
+from stylegan_t2i.training.faults import NonFiniteCounter
 from stylegan_t2i.training.interrupt import GracefulInterrupt
 from stylegan_t2i.training.losses import (critic_loss, generator_loss, gradient_penalty,
                                           mismatched_text)
@@ -43,10 +45,6 @@ class TrainConfig:
     log_kimg: float = 1.0          # Scalars to TensorBoard / log.jsonl every this many kimg.
     max_nonfinite: int = 10        # Consecutive non-finite steps before training stops.
     amp: bool = True               # bfloat16 autocast on CUDA (ignored on CPU).
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
 
 
 class GanTrainer:
@@ -71,7 +69,7 @@ class GanTrainer:
         self.opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=cfg.betas)
         self.opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=cfg.betas)
         self.nimg, self.step = 0, 0
-        self._nonfinite_in_a_row = 0
+        self.nonfinite = NonFiniteCounter(cfg.max_nonfinite)
         self.log = RunLog(self.run_dir)
         self.stats = RunningMeans()
 
@@ -165,32 +163,21 @@ class GanTrainer:
         self.stats.add({"Loss/G": loss})
 
     def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """Backward + step, unless the loss is non-finite: then skip, count, and maybe stop."""
+        """Backward + step, unless the loss or a gradient is non-finite: then skip and count."""
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self._nonfinite_in_a_row += 1
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            finite = bool(torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params])))
+        if not self.nonfinite.record(finite, self.nimg / 1000):
+            opt.zero_grad(set_to_none=True)
             self.stats.add({"Faults/nonfinite_steps": 1.0})
-            if self._nonfinite_in_a_row >= self.cfg.max_nonfinite:
-                raise TrainingDiverged(
-                    f"{self._nonfinite_in_a_row} non-finite losses in a row at kimg "
-                    f"{self.nimg / 1000:.1f}; stopped. The last good checkpoint is untouched: lower "
-                    f"--lr and resume from it with --resume PATH")
             return
-        loss.backward()
         opt.step()
-        self._nonfinite_in_a_row = 0
 
     def update_ema(self, batch: int) -> None:
-        # EMA with a half-life in images (StyleGAN2-ADA), ramped up early in training.
-        ema_nimg = self.cfg.ema_kimg * 1000
-        if self.cfg.ema_rampup:
-            ema_nimg = min(ema_nimg, max(self.nimg, 1) * self.cfg.ema_rampup)
-        beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                p_ema.lerp_(p, 1 - beta)
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                b_ema.copy_(b)
+        update_ema(self.G_ema, self.G, ema_beta(batch, self.nimg, self.cfg.ema_kimg, self.cfg.ema_rampup))
 
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_G, self.opt_D):

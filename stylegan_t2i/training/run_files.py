@@ -1,0 +1,98 @@
+"""What every trainer (GAN, DDPM) does with its run directory, in one place.
+
+A run directory holds `network-snapshot-<nimg>.pt` every snapshot (the newest few kept) and
+`network-final.pt` at the end (DESIGN.md, Checkpoints). This module names those files, finds
+the one to resume, prunes old snapshots, packs the global RNG state, refuses non-finite weights,
+and turns a --device flag into a device.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from stylegan_t2i.run_dir import run_dirs
+
+SNAPSHOT_PATTERN = re.compile(r"^network-snapshot-(\d+)\.pt$")
+FINAL_NAME = "network-final.pt"
+
+
+def snapshot_name(nimg: int) -> str:
+    return f"network-snapshot-{nimg:09d}.pt"
+
+
+def snapshots_in(run_dir: Path) -> list[Path]:
+    """Snapshot files of a run, oldest first (by images shown, which the name encodes)."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("network-snapshot-*.pt")
+             if (m := SNAPSHOT_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The run's most advanced checkpoint: the final one if training finished, else the newest snapshot."""
+    final = Path(run_dir) / FINAL_NAME
+    if final.is_file():
+        return final
+    snaps = snapshots_in(run_dir)
+    return snaps[-1] if snaps else None
+
+
+def checkpoint_kind(path: Path) -> str | None:
+    """The `kind` tag of a checkpoint, read through a memory map (tensors are not read), or None
+    when the file cannot be read that way."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a malformed file can make the unpickler raise anything; the real load reports it
+        return None
+    return data.get("kind") if isinstance(data, dict) else None
+
+
+def find_auto_resume(
+    out:    Path,               # Parent of the run directories.
+    kind:   str | None = None,  # Only runs whose checkpoint has this kind ('gan', 'ddpm'); None: any.
+) -> Path | None:
+    """Newest checkpoint of the newest run under `out` that has one (of `kind`), else None.
+
+    GAN and DDPM runs may share `out`, so runs of the other kind are passed over. A checkpoint
+    whose kind cannot be read is returned anyway: loading it then says what is wrong with it.
+    """
+    for run in reversed(run_dirs(out)):
+        ckpt = newest_checkpoint(run)
+        if ckpt is not None and (kind is None or checkpoint_kind(ckpt) in (kind, None)):
+            return ckpt
+    return None
+
+
+def prune_snapshots(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` snapshots (the final checkpoint is never touched)."""
+    for old in snapshots_in(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    """True when every parameter and buffer is finite (a checkpoint must never hold NaN weights)."""
+    return all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point())
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device auto|cpu|cuda|cuda:N -> a device; asking for CUDA without a GPU is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} but no CUDA GPU is available; use --device cpu")
+    return device

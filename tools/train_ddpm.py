@@ -1,0 +1,147 @@
+"""Train the text-conditioned DDPM baseline (ε-prediction UNet, classifier-free guidance).
+
+    python tools/train_ddpm.py                                   # built-in demo data, CPU-sized UNet
+    python tools/train_ddpm.py --image_dir imgs --label_dir txt  # your captioned images
+    python tools/train_ddpm.py ... --resume auto                 # continue after any crash
+    python generate.py --checkpoint runs/NNNNN-demo-ddpm-32/network-final.pt --text "..."
+
+Same data, frozen text encoder, run directory, checkpoints and TensorBoard logs as
+train_progan.py; a `--resume auto` passes over GAN runs that share --out.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+# Run as `python tools/train_ddpm.py`: make the repository root importable (package, datasets/, scripts).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stylegan_t2i.checkpoint import CheckpointError  # noqa: E402
+from stylegan_t2i.config import config_from_dict, config_to_dict, save_config_json  # noqa: E402
+from stylegan_t2i.data import DatasetError, InfiniteSampler  # noqa: E402
+from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig, cpu_demo_unet  # noqa: E402
+from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, load_ddpm_checkpoint  # noqa: E402
+from stylegan_t2i.run_dir import create_run_dir  # noqa: E402
+from stylegan_t2i.text.pretrain import PretrainConfig  # noqa: E402
+from stylegan_t2i.training.faults import TrainingDiverged  # noqa: E402
+from stylegan_t2i.training.run_files import find_auto_resume, resolve_device  # noqa: E402
+from train_progan import open_dataset, text_encoder_for  # noqa: E402  (one way to open data / get the encoder)
+
+DEFAULTS = DdpmTrainConfig()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data (give both, or neither for the built-in demo dataset)")
+    data.add_argument("--image_dir", type=Path, help="folder of images (sub-folders mirrored in --label_dir)")
+    data.add_argument("--label_dir", type=Path, help="folder of NAME.txt captions, one caption per line")
+    data.add_argument("--xflip", action="store_true",
+                      help="random horizontal flips (off by default: captions may say left/right)")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    run.add_argument("--resume", default=None, metavar="auto|PATH",
+                     help="'auto': continue the newest DDPM run under --out from its newest checkpoint "
+                          "(or start one if there is none); PATH: continue from that checkpoint")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--seed", type=int, default=0, help="seed of weights, noise and data order (default: 0)")
+    run.add_argument("--snapshot_kimg", type=float, default=DEFAULTS.snapshot_kimg,
+                     help=f"checkpoint + sample grid every N thousand images (default: {DEFAULTS.snapshot_kimg:g})")
+    run.add_argument("--sample_steps", type=int, default=DEFAULTS.sample_steps,
+                     help=f"guided DDIM steps of those sample grids (default: {DEFAULTS.sample_steps})")
+    run.add_argument("--text_encoder", type=Path,
+                     help="pretrained text encoder checkpoint (tools/train_text_encoder.py); "
+                          "default: pretrain one on this data first")
+    run.add_argument("--text_encoder_steps", type=int, default=PretrainConfig.steps,
+                     help=f"steps of that pretraining when no --text_encoder is given (default: {PretrainConfig.steps})")
+    train = p.add_argument_group("training (fixed by the checkpoint when resuming, except --total_kimg)")
+    train.add_argument("--max_res", type=int, default=32, help="image resolution, a power of two (default: 32)")
+    train.add_argument("--total_kimg", type=float,
+                       help=f"length of training in thousands of images (default: {DEFAULTS.total_kimg:g})")
+    train.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"minibatch size (default: {DEFAULTS.batch})")
+    train.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"AdamW learning rate (default: {DEFAULTS.lr:g})")
+    train.add_argument("--p_uncond", type=float, default=DEFAULTS.p_uncond,
+                       help=f"probability of training on the empty caption, for guidance (default: {DEFAULTS.p_uncond:g})")
+    args = p.parse_args(argv)
+    if (args.image_dir is None) != (args.label_dir is None):
+        p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
+    if args.max_res < 4 or args.max_res & (args.max_res - 1):
+        p.error(f"--max_res must be a power of two >= 4, got {args.max_res}")
+    if args.batch < 1 or args.lr <= 0 or not 0 <= args.p_uncond <= 1 or args.sample_steps < 1:
+        p.error("need --batch >= 1, --lr > 0, --p_uncond in [0, 1] and --sample_steps >= 1")
+    return args
+
+
+def load_resume(args) -> tuple[dict | None, Path | None]:
+    """The checkpoint to continue from (and its path), or (None, None) for a fresh run."""
+    if args.resume is None:
+        return None, None
+    path = find_auto_resume(args.out, kind="ddpm") if args.resume == "auto" else Path(args.resume)
+    if path is None:
+        print(f"--resume auto: no DDPM checkpoint under {args.out}; starting a new run")
+        return None, None
+    print(f"resuming from {path}")
+    return load_ddpm_checkpoint(path), path
+
+
+def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, SchedulerConfig, DdpmTrainConfig]:
+    """Configs (saved with the run) and a freshly initialised UNet."""
+    if resumed is not None:
+        c = resumed["config"]
+        unet_cfg, sched_cfg = config_from_dict(UNetConfig, c["unet"]), config_from_dict(SchedulerConfig, c["scheduler"])
+        train_cfg = config_from_dict(DdpmTrainConfig, c["train"])
+        if args.total_kimg is not None:  # The one setting a resumed run may change: run longer.
+            train_cfg = dataclasses.replace(train_cfg, total_kimg=args.total_kimg)
+    else:
+        unet_cfg, sched_cfg = cpu_demo_unet(context_dim=context_dim, resolution=args.max_res), SchedulerConfig()
+        train_cfg = DdpmTrainConfig(batch=args.batch, lr=args.lr, p_uncond=args.p_uncond, seed=args.seed,
+                                    total_kimg=args.total_kimg or DEFAULTS.total_kimg,
+                                    snapshot_kimg=args.snapshot_kimg, sample_steps=args.sample_steps)
+    torch.manual_seed(train_cfg.seed)
+    configs = {"unet": config_to_dict(unet_cfg), "scheduler": config_to_dict(sched_cfg),
+               "train": config_to_dict(train_cfg)}
+    return configs, UNet(unet_cfg), sched_cfg, train_cfg
+
+
+def train(args) -> Path | None:
+    device = resolve_device(args.device)
+    resumed, resume_path = load_resume(args)
+    max_res = resumed["config"]["unet"]["resolution"] if resumed else args.max_res
+    dataset, name, prompts = open_dataset(args, max_res)
+    if resumed is not None and args.resume == "auto":
+        run_dir = resume_path.parent
+    else:
+        run_dir = create_run_dir(args.out, f"{name}-ddpm-{max_res}")
+    print(f"run directory: {run_dir}")
+    bundle = text_encoder_for(args, dataset, run_dir, device, resumed)
+    # The UNet cross-attends to the encoder's token features [B, L, text_cfg.dim].
+    configs, unet, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.dim)
+    configs["data"] = {"image_dir": str(args.image_dir or "demo"), "label_dir": str(args.label_dir or "demo"),
+                       "xflip": args.xflip, "num_images": len(dataset)}
+    save_config_json(run_dir / "config.json", configs)
+    sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
+    trainer = DdpmTrainer(unet, bundle, dataset, sampler, sched_cfg, train_cfg, run_dir, device, prompts, configs)
+    if resumed is not None:
+        trainer.load_payload(resumed)
+    else:
+        trainer.log.text("Config", json.dumps(configs, indent=2))
+    final = trainer.fit(train_cfg.total_kimg)
+    if final is not None:
+        print(f"done: {final}\nsample with: python generate.py --checkpoint {final} --text \"{prompts[0]}\"")
+    return final
+
+
+def main(argv=None) -> Path | None:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (DatasetError, CheckpointError, TrainingDiverged) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
