@@ -26,7 +26,7 @@ from stylegan_t2i.inference import load_sampler, seeded_normal
 from stylegan_t2i.run_dir import run_dirs
 from stylegan_t2i.training.run_files import resolve_device
 
-DEMO_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo-gan-32.pt"
+DEMO_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo-gan.pt"
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 import torch
@@ -93,8 +94,9 @@ def open_dataset(args, max_res: int) -> tuple[ImageLabelDataset, str, list[str]]
         image_dir, label_dir, name = args.image_dir, args.label_dir, args.image_dir.resolve().name
     dataset = ImageLabelDataset(image_dir, label_dir, max_res, xflip=args.xflip, seed=args.seed)
     if args.image_dir is None:
-        seen, held = all_combinations(held_out=False), all_combinations(held_out=True)
-        combos = [seen[i * len(seen) // 6] for i in range(6)] + [held[0], held[len(held) // 2]]
+        # A fixed random spread over every attribute: 6 seen and 2 held-out combinations.
+        rng = random.Random(0)
+        combos = rng.sample(all_combinations(held_out=False), 6) + rng.sample(all_combinations(held_out=True), 2)
         prompts = [caption_for(c) for c in combos]
     else:
         n = len(dataset)

@@ -1,6 +1,6 @@
 """Export a generation-only copy of a GAN checkpoint (EMA generator, text encoder, tokenizer).
 
-    python tools/export_generator.py --checkpoint runs/00000-demo-32/network-final.pt --out pretrained/demo-gan-32.pt
+    python tools/export_generator.py --checkpoint runs/00000-demo-32/network-final.pt --out pretrained/demo-gan.pt
 """
 from __future__ import annotations
 
