@@ -150,32 +150,48 @@ def build(args, resumed: dict | None, text_dim: int):
     return configs, Generator(g_cfg), Critic(d_cfg), sched_cfg, train_cfg
 
 
-def train(args) -> Path | None:
+def prepare_run(args, resumed: dict | None, resume_path: Path | None, max_res: int, desc: str):
+    """Device, dataset, fixed prompts, run directory and frozen text encoder of a run; shared
+    with tools/train_ddpm.py. `--resume auto` continues in the checkpoint's own run directory."""
     device = resolve_device(args.device)
-    resumed, resume_path = load_resume(args)
-    max_res = resumed["config"]["schedule"]["max_res"] if resumed else (args.max_res or 32)
     dataset, name, prompts = open_dataset(args, max_res)
     if resumed is not None and args.resume == "auto":
         run_dir = resume_path.parent
     else:
-        run_dir = create_run_dir(args.out, f"{name}-{max_res}")
+        run_dir = create_run_dir(args.out, f"{name}-{desc}{max_res}")
     print(f"run directory: {run_dir}")
     bundle = text_encoder_for(args, dataset, run_dir, device, resumed)
-    configs, G, D, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.embed_dim)
+    return device, dataset, prompts, run_dir, bundle
+
+
+def record_data_config(args, configs: dict, dataset, run_dir: Path) -> None:
     configs["data"] = {"image_dir": str(args.image_dir or "demo"), "label_dir": str(args.label_dir or "demo"),
                        "xflip": args.xflip, "num_images": len(dataset)}
     save_config_json(run_dir / "config.json", configs)
-    sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
-    trainer = GanTrainer(G, D, bundle, dataset, sampler, ProgressiveSchedule(sched_cfg), train_cfg,
-                         run_dir, device, prompts, configs)
+
+
+def run_to_end(trainer, resumed: dict | None, configs: dict, total_kimg: float, prompts: list[str]) -> Path | None:
+    """Restore a resumed trainer (or log the config of a new run), train, say where the result is."""
     if resumed is not None:
         trainer.load_payload(resumed)
     else:
         trainer.log.text("Config", json.dumps(configs, indent=2))
-    final = trainer.fit(sched_cfg.total_kimg)
+    final = trainer.fit(total_kimg)
     if final is not None:
         print(f"done: {final}\nsample with: python generate.py --checkpoint {final} --text \"{prompts[0]}\"")
     return final
+
+
+def train(args) -> Path | None:
+    resumed, resume_path = load_resume(args)
+    max_res = resumed["config"]["schedule"]["max_res"] if resumed else (args.max_res or 32)
+    device, dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "")
+    configs, G, D, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.embed_dim)
+    record_data_config(args, configs, dataset, run_dir)
+    sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
+    trainer = GanTrainer(G, D, bundle, dataset, sampler, ProgressiveSchedule(sched_cfg), train_cfg,
+                         run_dir, device, prompts, configs)
+    return run_to_end(trainer, resumed, configs, sched_cfg.total_kimg, prompts)
 
 
 def main(argv=None) -> Path | None:

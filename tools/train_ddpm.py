@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -22,15 +21,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylegan_t2i.checkpoint import CheckpointError  # noqa: E402
-from stylegan_t2i.config import config_from_dict, config_to_dict, save_config_json  # noqa: E402
+from stylegan_t2i.config import config_from_dict, config_to_dict  # noqa: E402
 from stylegan_t2i.data import DatasetError, InfiniteSampler  # noqa: E402
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig, cpu_demo_unet  # noqa: E402
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, load_ddpm_checkpoint  # noqa: E402
-from stylegan_t2i.run_dir import create_run_dir  # noqa: E402
 from stylegan_t2i.text.pretrain import PretrainConfig  # noqa: E402
 from stylegan_t2i.training.faults import TrainingDiverged  # noqa: E402
-from stylegan_t2i.training.run_files import find_auto_resume, resolve_device  # noqa: E402
-from train_progan import open_dataset, text_encoder_for  # noqa: E402  (one way to open data / get the encoder)
+from stylegan_t2i.training.run_files import find_auto_resume  # noqa: E402
+from train_progan import prepare_run, record_data_config, run_to_end  # noqa: E402  (one way to open data / get the encoder)
 
 DEFAULTS = DdpmTrainConfig()
 
@@ -108,31 +106,15 @@ def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, Sch
 
 
 def train(args) -> Path | None:
-    device = resolve_device(args.device)
     resumed, resume_path = load_resume(args)
     max_res = resumed["config"]["unet"]["resolution"] if resumed else args.max_res
-    dataset, name, prompts = open_dataset(args, max_res)
-    if resumed is not None and args.resume == "auto":
-        run_dir = resume_path.parent
-    else:
-        run_dir = create_run_dir(args.out, f"{name}-ddpm-{max_res}")
-    print(f"run directory: {run_dir}")
-    bundle = text_encoder_for(args, dataset, run_dir, device, resumed)
+    device, dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "ddpm-")
     # The UNet cross-attends to the encoder's token features [B, L, text_cfg.dim].
     configs, unet, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.dim)
-    configs["data"] = {"image_dir": str(args.image_dir or "demo"), "label_dir": str(args.label_dir or "demo"),
-                       "xflip": args.xflip, "num_images": len(dataset)}
-    save_config_json(run_dir / "config.json", configs)
+    record_data_config(args, configs, dataset, run_dir)
     sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
     trainer = DdpmTrainer(unet, bundle, dataset, sampler, sched_cfg, train_cfg, run_dir, device, prompts, configs)
-    if resumed is not None:
-        trainer.load_payload(resumed)
-    else:
-        trainer.log.text("Config", json.dumps(configs, indent=2))
-    final = trainer.fit(train_cfg.total_kimg)
-    if final is not None:
-        print(f"done: {final}\nsample with: python generate.py --checkpoint {final} --text \"{prompts[0]}\"")
-    return final
+    return run_to_end(trainer, resumed, configs, train_cfg.total_kimg, prompts)
 
 
 def main(argv=None) -> Path | None:
