@@ -33,8 +33,9 @@ from stylegan_t2i.training.run_files import resolve_device
 from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_shared_arguments(p: argparse.ArgumentParser, model: str, snapshot_kimg: float):
+    """The data and run flags that train_progan.py and tools/train_ddpm.py share; returns the
+    'run' group so a trainer can add its own run flags to it."""
     data = p.add_argument_group("data (give both, or neither for the built-in demo dataset)")
     data.add_argument("--image_dir", type=Path, help="folder of images (sub-folders mirrored in --label_dir)")
     data.add_argument("--label_dir", type=Path, help="folder of NAME.txt captions, one caption per line")
@@ -43,17 +44,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     run = p.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
     run.add_argument("--resume", default=None, metavar="auto|PATH",
-                     help="'auto': continue the newest run under --out from its newest checkpoint "
+                     help=f"'auto': continue the newest {model} run under --out from its newest checkpoint "
                           "(or start one if there is none); PATH: continue from that checkpoint")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--seed", type=int, default=0, help="seed of weights, noise and data order (default: 0)")
-    run.add_argument("--snapshot_kimg", type=float, default=20.0,
-                     help="checkpoint + sample grid every N thousand images (default: 20)")
+    run.add_argument("--snapshot_kimg", type=float, default=snapshot_kimg,
+                     help=f"checkpoint + sample grid every N thousand images (default: {snapshot_kimg:g})")
     run.add_argument("--text_encoder", type=Path,
                      help="pretrained text encoder checkpoint (tools/train_text_encoder.py); "
                           "default: pretrain one on this data first")
     run.add_argument("--text_encoder_steps", type=int, default=PretrainConfig.steps,
                      help=f"steps of that pretraining when no --text_encoder is given (default: {PretrainConfig.steps})")
+    return run
+
+
+def check_data_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.image_dir is None) != (args.label_dir is None):
+        p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shared_arguments(p, "GAN", snapshot_kimg=20.0)
     sched = p.add_argument_group("schedule")
     sched.add_argument("--preset", choices=sorted(SCHEDULE_PRESETS), default="cpu_demo",
                        help="schedule and network sizes (default: cpu_demo)")
@@ -65,8 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     sched.add_argument("--lr", type=float, help="Adam learning rate of G and D")
     sched.add_argument("--n_critic", type=int, default=1, help="critic steps per generator step (default: 1)")
     args = p.parse_args(argv)
-    if (args.image_dir is None) != (args.label_dir is None):
-        p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
+    check_data_arguments(p, args)
     return args
 
 

@@ -25,37 +25,19 @@ from stylegan_t2i.config import config_from_dict, config_to_dict  # noqa: E402
 from stylegan_t2i.data import DatasetError, InfiniteSampler  # noqa: E402
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig, cpu_demo_unet  # noqa: E402
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, load_ddpm_checkpoint  # noqa: E402
-from stylegan_t2i.text.pretrain import PretrainConfig  # noqa: E402
 from stylegan_t2i.training.faults import TrainingDiverged  # noqa: E402
 from stylegan_t2i.training.run_files import find_auto_resume  # noqa: E402
-from train_progan import prepare_run, record_data_config, run_to_end  # noqa: E402  (one way to open data / get the encoder)
+from train_progan import (add_shared_arguments, check_data_arguments, prepare_run,  # noqa: E402
+                          record_data_config, run_to_end)
 
 DEFAULTS = DdpmTrainConfig()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = p.add_argument_group("data (give both, or neither for the built-in demo dataset)")
-    data.add_argument("--image_dir", type=Path, help="folder of images (sub-folders mirrored in --label_dir)")
-    data.add_argument("--label_dir", type=Path, help="folder of NAME.txt captions, one caption per line")
-    data.add_argument("--xflip", action="store_true",
-                      help="random horizontal flips (off by default: captions may say left/right)")
-    run = p.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
-    run.add_argument("--resume", default=None, metavar="auto|PATH",
-                     help="'auto': continue the newest DDPM run under --out from its newest checkpoint "
-                          "(or start one if there is none); PATH: continue from that checkpoint")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    run.add_argument("--seed", type=int, default=0, help="seed of weights, noise and data order (default: 0)")
-    run.add_argument("--snapshot_kimg", type=float, default=DEFAULTS.snapshot_kimg,
-                     help=f"checkpoint + sample grid every N thousand images (default: {DEFAULTS.snapshot_kimg:g})")
+    run = add_shared_arguments(p, "DDPM", snapshot_kimg=DEFAULTS.snapshot_kimg)
     run.add_argument("--sample_steps", type=int, default=DEFAULTS.sample_steps,
                      help=f"guided DDIM steps of those sample grids (default: {DEFAULTS.sample_steps})")
-    run.add_argument("--text_encoder", type=Path,
-                     help="pretrained text encoder checkpoint (tools/train_text_encoder.py); "
-                          "default: pretrain one on this data first")
-    run.add_argument("--text_encoder_steps", type=int, default=PretrainConfig.steps,
-                     help=f"steps of that pretraining when no --text_encoder is given (default: {PretrainConfig.steps})")
     train = p.add_argument_group("training (fixed by the checkpoint when resuming, except --total_kimg)")
     train.add_argument("--max_res", type=int, default=32, help="image resolution, a power of two (default: 32)")
     train.add_argument("--total_kimg", type=float,
@@ -65,8 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--p_uncond", type=float, default=DEFAULTS.p_uncond,
                        help=f"probability of training on the empty caption, for guidance (default: {DEFAULTS.p_uncond:g})")
     args = p.parse_args(argv)
-    if (args.image_dir is None) != (args.label_dir is None):
-        p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
+    check_data_arguments(p, args)
     if args.max_res < 4 or args.max_res & (args.max_res - 1):
         p.error(f"--max_res must be a power of two >= 4, got {args.max_res}")
     if args.batch < 1 or args.lr <= 0 or not 0 <= args.p_uncond <= 1 or args.sample_steps < 1:
