@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from datasets.demo_scenes import caption_for, ensure_demo_dataset, all_combinations
-from stylegan_t2i.checkpoint import CheckpointError
+from stylegan_t2i.checkpoint import CheckpointError, load_checkpoint
 from stylegan_t2i.config import config_from_dict, config_to_dict, save_config_json
 from stylegan_t2i.data import DatasetError, ImageLabelDataset, InfiniteSampler
 from stylegan_t2i.models import cpu_demo_configs
@@ -26,10 +26,9 @@ from stylegan_t2i.run_dir import create_run_dir
 from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import (PretrainConfig, bundle_from_payload, load_text_encoder,
                                         pretrain_text_encoder, save_text_encoder)
-from stylegan_t2i.training import gan_checkpoint as ckpt
 from stylegan_t2i.training.faults import TrainingDiverged
 from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
-from stylegan_t2i.training.run_files import resolve_device
+from stylegan_t2i.training.run_files import find_auto_resume, resolve_device
 from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
 
 
@@ -135,12 +134,12 @@ def load_resume(args) -> tuple[dict | None, Path | None]:
     """The checkpoint to continue from (and its path), or (None, None) for a fresh run."""
     if args.resume is None:
         return None, None
-    path = ckpt.find_auto_resume(args.out) if args.resume == "auto" else Path(args.resume)
+    path = find_auto_resume(args.out, kind="gan") if args.resume == "auto" else Path(args.resume)
     if path is None:
         print(f"--resume auto: no checkpoint under {args.out}; starting a new run")
         return None, None
     print(f"resuming from {path}")
-    return ckpt.load_gan_checkpoint(path), path
+    return load_checkpoint(path, kinds="gan"), path
 
 
 def build(args, resumed: dict | None, text_dim: int):

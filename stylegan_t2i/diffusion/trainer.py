@@ -119,8 +119,7 @@ class DdpmTrainer:
             "unet": self.unet.state_dict(), "unet_ema": self.unet_ema.state_dict(),
             "optimizer": self.opt.state_dict(),
             "progress": {"nimg": self.nimg, "step": self.step},
-            "rng": {**run_files.rng_state(self.device), "dataset": self.dataset.state_dict(),
-                    "sampler": self.sampler.state_dict()},
+            "rng": run_files.rng_state(self.device, self.dataset, self.sampler),
             "text_encoder": text_encoder_payload(self.text),
             "sample": {"prompts": self.sample_prompts, "seeds": self.sample_seeds},
         }
@@ -131,10 +130,7 @@ class DdpmTrainer:
         self.unet_ema.load_state_dict(data["unet_ema"])
         self.opt.load_state_dict(data["optimizer"])
         self.nimg, self.step = int(data["progress"]["nimg"]), int(data["progress"]["step"])
-        rng = data["rng"]
-        run_files.restore_rng_state(rng, self.device)
-        self.dataset.load_state_dict(rng["dataset"])
-        self.sampler.load_state_dict(rng["sampler"])
+        run_files.restore_rng_state(data["rng"], self.device, self.dataset, self.sampler)
         self._sampler_iter = iter(self.sampler)
         self.sample_prompts = list(data["sample"]["prompts"])
         self.sample_seeds = list(data["sample"]["seeds"])

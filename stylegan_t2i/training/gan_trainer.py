@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from stylegan_t2i.checkpoint import save_checkpoint
 from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
+from stylegan_t2i.inference import seeded_normal
 from stylegan_t2i.models.layers import fade_upsample
 from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import text_encoder_payload
-from stylegan_t2i.training import gan_checkpoint as ckpt
+from stylegan_t2i.training import run_files
 from stylegan_t2i.training.ema import ema_beta, update_ema
 from stylegan_t2i.training.faults import NonFiniteCounter
 from stylegan_t2i.training.interrupt import GracefulInterrupt
@@ -75,24 +76,24 @@ class GanTrainer:
 
     # ------------------------------------------------------------------ state
 
-    def state_payload(self, export_only: bool = False) -> dict:
+    def state_payload(self) -> dict:
+        """A `gan` checkpoint (plain data, `weights_only=True` loadable):
+
+        config: {"generator", "critic", "train", "schedule", "data"}; G, D, G_ema, opt_G, opt_D:
+        state dicts; progress: {"nimg", "stage", "alpha", "step"}; rng: see `run_files.rng_state`;
+        text_encoder: the frozen encoder with its tokenizer; sample: the grids' prompts and seeds.
+        """
         phase = self.schedule.at(self.nimg)
-        payload = {
+        return {
             "config": self.configs,
-            "G_ema": self.G_ema.state_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "progress": {"nimg": self.nimg, "stage": phase.stage, "alpha": phase.alpha,
                          "step": self.step},
+            "rng": run_files.rng_state(self.device, self.dataset, self.sampler),
             "text_encoder": text_encoder_payload(self.text),
             "sample": {"prompts": self.sample_prompts, "seeds": self.sample_seeds},
         }
-        if not export_only:
-            payload.update({
-                "G": self.G.state_dict(), "D": self.D.state_dict(),
-                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-                "rng": {**ckpt.rng_state(self.device), "dataset": self.dataset.state_dict(),
-                        "sampler": self.sampler.state_dict()},
-            })
-        return payload
 
     def load_payload(self, data: dict) -> None:
         """Restore everything `state_payload` saved; strict, so a config mismatch fails loudly."""
@@ -102,10 +103,7 @@ class GanTrainer:
         self.opt_G.load_state_dict(data["opt_G"])
         self.opt_D.load_state_dict(data["opt_D"])
         self.nimg, self.step = int(data["progress"]["nimg"]), int(data["progress"]["step"])
-        rng = data["rng"]
-        ckpt.restore_rng_state(rng, self.device)
-        self.dataset.load_state_dict(rng["dataset"])
-        self.sampler.load_state_dict(rng["sampler"])
+        run_files.restore_rng_state(data["rng"], self.device, self.dataset, self.sampler)
         self._sampler_iter = iter(self.sampler)
         self.sample_prompts = list(data["sample"]["prompts"])
         self.sample_seeds = list(data["sample"]["seeds"])
@@ -190,19 +188,15 @@ class GanTrainer:
     def sample_grid(self, phase: Phase):
         """Fixed prompts (rows) x fixed seeds (columns) from G_ema, as [H, W, 3] uint8."""
         text = self.embed_captions(self.sample_prompts)
-        rows = []
-        for prompt_text in text:
-            z = torch.stack([torch.randn(self.G.cfg.z_dim, generator=torch.Generator().manual_seed(s))
-                             for s in self.sample_seeds]).to(self.device)
-            t = prompt_text.expand(len(self.sample_seeds), -1)
-            rows.append(self.G_ema(z, t, phase.stage, phase.alpha, noise_mode="const"))
+        z = seeded_normal(self.sample_seeds, self.G.cfg.z_dim, self.device)  # same z in every row
+        rows = [self.G_ema(z, t.expand(len(z), -1), phase.stage, phase.alpha, noise_mode="const") for t in text]
         img = torch.cat(rows)
         return make_grid(to_uint8(img), len(self.sample_prompts), len(self.sample_seeds))
 
     def snapshot(self, final: bool = False) -> Path | None:
         if self.run_dir is None:
             return None
-        if not (ckpt.all_finite(self.G) and ckpt.all_finite(self.G_ema) and ckpt.all_finite(self.D)):
+        if not (run_files.all_finite(self.G) and run_files.all_finite(self.G_ema) and run_files.all_finite(self.D)):
             tqdm.write("warning: weights are not finite; checkpoint NOT written (previous one kept)")
             return None
         phase = self.schedule.at(self.nimg)
@@ -210,9 +204,9 @@ class GanTrainer:
         kimg = self.nimg // 1000
         save_png(self.run_dir / "samples" / f"fakes{kimg:06d}.png", grid)
         self.log.image("Samples/fixed_prompts", grid, self.nimg)
-        name = ckpt.FINAL_NAME if final else ckpt.snapshot_name(self.nimg)
+        name = run_files.FINAL_NAME if final else run_files.snapshot_name(self.nimg)
         path = save_checkpoint(self.run_dir / name, "gan", self.state_payload())
-        ckpt.prune_snapshots(self.run_dir, self.cfg.keep_snapshots)
+        run_files.prune_snapshots(self.run_dir, self.cfg.keep_snapshots)
         return path
 
     # ------------------------------------------------------------------ loop

@@ -70,17 +70,21 @@ def prune_snapshots(run_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
+def rng_state(device: torch.device, dataset, sampler) -> dict:
+    """Every random state a resumed run needs: torch (and CUDA), the dataset's caption/flip
+    generator and the sampler's position."""
+    state = {"torch": torch.get_rng_state(), "dataset": dataset.state_dict(), "sampler": sampler.state_dict()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict, device: torch.device) -> None:
+def restore_rng_state(state: dict, device: torch.device, dataset, sampler) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+    dataset.load_state_dict(state["dataset"])
+    sampler.load_state_dict(state["sampler"])
 
 
 def all_finite(module: torch.nn.Module) -> bool:
