@@ -24,7 +24,7 @@ from stylegan_t2i.data.image_io import DECODE_ERRORS, load_image
 from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
 from stylegan_t2i.inference import load_sampler, seeded_normal
 from stylegan_t2i.run_dir import run_dirs
-from stylegan_t2i.training.run_files import resolve_device
+from stylegan_t2i.distributed import resolve_device
 
 DEMO_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo-gan.pt"
 

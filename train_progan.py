@@ -3,6 +3,7 @@
     python train_progan.py                                   # built-in demo data, CPU preset
     python train_progan.py --image_dir imgs --label_dir txt  # your captioned images
     python train_progan.py ... --resume auto                 # continue after any crash
+    torchrun --nproc_per_node 2 train_progan.py ...          # data-parallel (--batch is global)
     tensorboard --logdir runs
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datasets.demo_scenes import caption_for, ensure_demo_dataset, all_combinati
 from stylegan_t2i.checkpoint import CheckpointError, load_checkpoint
 from stylegan_t2i.config import config_from_dict, config_to_dict, save_config_json
 from stylegan_t2i.data import DatasetError, ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.distributed import Distributed, init_distributed, shutdown_distributed
 from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.critic import Critic, CriticConfig
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
@@ -28,7 +30,7 @@ from stylegan_t2i.text.pretrain import (PretrainConfig, bundle_from_payload, loa
                                         pretrain_text_encoder, save_text_encoder)
 from stylegan_t2i.training.faults import TrainingDiverged
 from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
-from stylegan_t2i.training.run_files import find_auto_resume, resolve_device
+from stylegan_t2i.training.run_files import find_auto_resume
 from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
 
 
@@ -114,32 +116,40 @@ def open_dataset(args, max_res: int) -> tuple[ImageLabelDataset, str, list[str]]
     return dataset, name, prompts
 
 
-def text_encoder_for(args, dataset, run_dir: Path, device, resumed: dict | None):
+def text_encoder_for(args, dataset, run_dir: Path, device, resumed: dict | None, dist: Distributed):
     if resumed is not None:
         return bundle_from_payload(resumed["text_encoder"]).to(device)
     if args.text_encoder is not None:
         return load_text_encoder(args.text_encoder).to(device)
-    print("no --text_encoder given: pretraining one on this data (CLIP-style) first")
+    if dist.is_main:
+        print("no --text_encoder given: pretraining one on this data (CLIP-style) first")
     # The image encoder halves its input three times, so it sees at least 8x8 (up-sampled if needed).
     pre_cfg = PretrainConfig(resolution=max(8, min(dataset.resolution, 32)), seed=args.seed,
                              steps=args.text_encoder_steps, warmup=min(100, args.text_encoder_steps // 4))
-    log = RunLog(run_dir / "text_encoder")
-    bundle = pretrain_text_encoder(dataset, pre_cfg, device, run_log=log)
+    log = RunLog(run_dir / "text_encoder", active=dist.is_main)
+    bundle = pretrain_text_encoder(dataset, pre_cfg, device, run_log=log, dist=dist)
     log.close()
-    save_text_encoder(run_dir / "text_encoder.pt", bundle, pre_cfg)
+    if dist.is_main:
+        save_text_encoder(run_dir / "text_encoder.pt", bundle, pre_cfg)
     return bundle.to(device)
 
 
-def load_resume(args) -> tuple[dict | None, Path | None]:
-    """The checkpoint to continue from (and its path), or (None, None) for a fresh run."""
-    if args.resume is None:
-        return None, None
-    path = find_auto_resume(args.out, kind="gan") if args.resume == "auto" else Path(args.resume)
-    if path is None:
-        print(f"--resume auto: no checkpoint under {args.out}; starting a new run")
-        return None, None
-    print(f"resuming from {path}")
-    return load_checkpoint(path, kinds="gan"), path
+def load_resume(args, kind: str, dist: Distributed, device: torch.device) -> tuple[dict | None, Path | None]:
+    """The `kind` checkpoint to continue from (and its path), or (None, None) for a fresh run.
+
+    Rank 0 reads it and sends it to the other ranks: every rank resumes from the same state,
+    and other nodes need no copy of the file. (A failed read ends rank 0, and torchrun then
+    stops the job.)"""
+    def read() -> tuple[dict | None, Path | None]:
+        if args.resume is None:
+            return None, None
+        path = find_auto_resume(args.out, kind=kind) if args.resume == "auto" else Path(args.resume)
+        if path is None:
+            print(f"--resume auto: no {kind} checkpoint under {args.out}; starting a new run")
+            return None, None
+        print(f"resuming from {path}")
+        return load_checkpoint(path, kinds=kind), path
+    return dist.broadcast_object(read() if dist.is_main else None, device)
 
 
 def build(args, resumed: dict | None, text_dim: int):
@@ -160,24 +170,28 @@ def build(args, resumed: dict | None, text_dim: int):
     return configs, Generator(g_cfg), Critic(d_cfg), sched_cfg, train_cfg
 
 
-def prepare_run(args, resumed: dict | None, resume_path: Path | None, max_res: int, desc: str):
-    """Device, dataset, fixed prompts, run directory and frozen text encoder of a run; shared
-    with tools/train_ddpm.py. `--resume auto` continues in the checkpoint's own run directory."""
-    device = resolve_device(args.device)
-    dataset, name, prompts = open_dataset(args, max_res)
+def prepare_run(args, resumed: dict | None, resume_path: Path | None, max_res: int, desc: str,
+                dist: Distributed, device: torch.device):
+    """Dataset, fixed prompts, run directory and frozen text encoder of a run; shared with
+    tools/train_ddpm.py. `--resume auto` continues in the checkpoint's own run directory."""
+    with dist.main_first():     # Rank 0 builds the image cache; the others then read it.
+        dataset, name, prompts = open_dataset(args, max_res)
     if resumed is not None and args.resume == "auto":
         run_dir = resume_path.parent
     else:
-        run_dir = create_run_dir(args.out, f"{name}-{desc}{max_res}")
-    print(f"run directory: {run_dir}")
-    bundle = text_encoder_for(args, dataset, run_dir, device, resumed)
-    return device, dataset, prompts, run_dir, bundle
+        run_dir = dist.broadcast_object(create_run_dir(args.out, f"{name}-{desc}{max_res}") if dist.is_main
+                                        else None, device)
+    if dist.is_main:
+        print(f"run directory: {run_dir}" + (f" ({dist.world_size} processes)" if dist.world_size > 1 else ""))
+    bundle = text_encoder_for(args, dataset, run_dir, device, resumed, dist)
+    return dataset, prompts, run_dir, bundle
 
 
-def record_data_config(args, configs: dict, dataset, run_dir: Path) -> None:
+def record_data_config(args, configs: dict, dataset, run_dir: Path, dist: Distributed) -> None:
     configs["data"] = {"image_dir": str(args.image_dir or "demo"), "label_dir": str(args.label_dir or "demo"),
                        "xflip": args.xflip, "num_images": len(dataset)}
-    save_config_json(run_dir / "config.json", configs)
+    if dist.is_main:
+        save_config_json(run_dir / "config.json", configs)
 
 
 def run_to_end(trainer, resumed: dict | None, configs: dict, total_kimg: float, prompts: list[str]) -> Path | None:
@@ -192,24 +206,41 @@ def run_to_end(trainer, resumed: dict | None, configs: dict, total_kimg: float, 
     return final
 
 
-def train(args) -> Path | None:
-    resumed, resume_path = load_resume(args)
+def train(args, dist: Distributed, device: torch.device) -> Path | None:
+    resumed, resume_path = load_resume(args, "gan", dist, device)
     max_res = resumed["config"]["schedule"]["max_res"] if resumed else (args.max_res or 32)
-    device, dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "")
+    dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "", dist, device)
     configs, G, D, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.embed_dim)
-    record_data_config(args, configs, dataset, run_dir)
+    check_batches_split(dist, {sched_cfg.batch, *dict(sched_cfg.batch_by_res).values()})
+    record_data_config(args, configs, dataset, run_dir, dist)
     sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
     trainer = GanTrainer(G, D, bundle, dataset, sampler, ProgressiveSchedule(sched_cfg), train_cfg,
-                         run_dir, device, prompts, configs)
+                         run_dir, device, prompts, configs, dist=dist)
     return run_to_end(trainer, resumed, configs, sched_cfg.total_kimg, prompts)
 
 
-def main(argv=None) -> Path | None:
-    args = parse_args(argv)
+def check_batches_split(dist: Distributed, batches) -> None:
+    """Every global batch must split evenly over the processes: say so now, not at the stage that uses it."""
+    for batch in batches:
+        try:
+            dist.local_batch(batch)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+
+
+def run_entry_point(train_fn, args) -> Path | None:
+    """Join the torchrun job (if any), train, turn expected failures into one-line errors."""
+    dist, device = init_distributed(args.device)
     try:
-        return train(args)
+        return train_fn(args, dist, device)
     except (DatasetError, CheckpointError, TrainingDiverged) as e:
         raise SystemExit(f"error: {e}") from None
+    finally:
+        shutdown_distributed()
+
+
+def main(argv=None) -> Path | None:
+    return run_entry_point(train, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,35 +15,20 @@ grouped conv2d left to autograd, which justifies the design (DESIGN.md, Ops).
 """
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as `python benchmarks/bench_ops.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F
 
+from stylegan_t2i.measure import median_ms
 from stylegan_t2i.ops import bias_act, upfirdn2d
 
 # (resolution, channels) of a 64x64 generator/critic block.
 STAGES = [(8, 256), (16, 256), (32, 128), (64, 64)]
-
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device, warmup, repeats):
-    """Median wall time of fn() in ms, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def _step(op, x, mode):
@@ -106,8 +91,8 @@ def _table(args, device):
             shape = [args.batch, ch, int(res * scale), int(res * scale)]
             x = torch.randn(shape, device=device)
             for mode in ('F+B', 'GP'):
-                ms = {impl: _time(lambda: _step(_ops(f, b_by_c, impl)[name][1], x, mode), device,
-                                  args.warmup, args.repeats) for impl in impls}
+                ms = {impl: median_ms(lambda: _step(_ops(f, b_by_c, impl)[name][1], x, mode), device,
+                                      args.warmup, args.repeats) for impl in impls}
                 row = f"{name:<13}{str(shape):<20}{mode:<5}{ms['ref']:>9.2f}{x.numel() / ms['ref'] / 1e3:>13.1f}"
                 if 'cuda' in impls:
                     row += f"{ms['cuda']:>9.3f}{ms['ref'] / ms['cuda']:>10.1f}"
@@ -128,8 +113,8 @@ def _design_check(args, device):
             shape = [args.batch, ch, int(res * scale), int(res * scale)]
             x = torch.randn(shape, device=device)
             torch.testing.assert_close(custom(x), plain(x))  # same op, so the timing compares like with like
-            t_custom = _time(lambda: _step(custom, x, 'GP'), device, args.warmup, args.repeats)
-            t_plain = _time(lambda: _step(plain, x, 'GP'), device, args.warmup, args.repeats)
+            t_custom = median_ms(lambda: _step(custom, x, 'GP'), device, args.warmup, args.repeats)
+            t_plain = median_ms(lambda: _step(plain, x, 'GP'), device, args.warmup, args.repeats)
             print(f"{name:<13}{str(shape):<20}{t_custom:>10.2f}{t_plain:>13.2f}{t_plain / t_custom:>17.2f}")
 
 

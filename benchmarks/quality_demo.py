@@ -49,7 +49,7 @@ from datasets.demo_scenes import (
 )
 from stylegan_t2i.images import make_grid, save_png, to_uint8
 from stylegan_t2i.metrics.frechet import frechet_distance_from_features
-from stylegan_t2i.training.run_files import resolve_device
+from stylegan_t2i.distributed import resolve_device
 
 # generate_fn(captions, seeds) -> img [len(captions), 3, R, R] in [-1, 1], image i from
 # captions[i] and seeds[i] (the `sampler.sample` contract of stylegan_t2i.inference).

@@ -102,26 +102,14 @@ def test_sampler_epochs_are_permutations():
     assert _take(InfiniteSampler(5, shuffle=False), 7) == [0, 1, 2, 3, 4, 0, 1]
 
 
-@pytest.mark.parametrize("n, world", [(8, 2), (7, 3)])
-def test_sampler_ranks_split_the_single_process_stream(n, world):
-    single = _take(InfiniteSampler(n, seed=2), 6 * world)
-    ranks = [_take(InfiniteSampler(n, rank=r, world_size=world, seed=2), 6) for r in range(world)]
-    assert [ranks[r][k] for k in range(6) for r in range(world)] == single  # DDP == one big batch
-    if n % world == 0:  # within an epoch the ranks never overlap
-        assert set(ranks[0][: n // world]).isdisjoint(ranks[1][: n // world])
-
-
 def test_sampler_resume_continues_exactly():
-    ref = _take(InfiniteSampler(5, rank=1, world_size=2, seed=9), 12)
-    s = InfiniteSampler(5, rank=1, world_size=2, seed=9)
+    ref = _take(InfiniteSampler(5, seed=9), 12)
+    s = InfiniteSampler(5, seed=9)
     head = _take(s, 7)
     state = s.state_dict()
-    assert state == {"epoch": 2, "position": 4}  # rank 0's next global position is 14 = 2 * 5 + 4
-    resumed = InfiniteSampler(5, rank=1, world_size=2, seed=9)
+    assert state == {"epoch": 1, "position": 2}
+    resumed = InfiniteSampler(5, seed=9)
     resumed.load_state_dict(state)
     assert head + _take(resumed, 5) == ref
-    rank0 = InfiniteSampler(5, rank=0, world_size=2, seed=9)
-    rank0.load_state_dict(state)  # one saved state resumes every rank
-    assert _take(rank0, 3) == _take(InfiniteSampler(5, world_size=2, seed=9), 10)[7:]
     with pytest.raises(ValueError):
-        InfiniteSampler(5, rank=2, world_size=2)
+        InfiniteSampler(0)

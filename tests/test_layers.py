@@ -128,13 +128,20 @@ def test_demodulated_output_has_unit_std():
 
 
 def test_minibatch_std_on_hand_made_batch():
-    # N=4, G=2: NVlabs grouping puts sample i in group i % 2 -> groups {0, 2} and {1, 3}.
-    x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 4.0], [1.0, 1.0]]).reshape(4, 2, 1, 1)
+    # N=4, G=2: contiguous groups {0, 1} and {2, 3}.
+    x = torch.tensor([[0.0, 0.0], [2.0, 4.0], [1.0, 1.0], [1.0, 1.0]]).reshape(4, 2, 1, 1)
     out = MinibatchStdLayer(group_size=2, num_channels=1)(x)
     assert out.shape == (4, 3, 1, 1)
     torch.testing.assert_close(out[:, :2], x)
-    # Group {0, 2}: population stds per channel = [1, 2] -> mean 1.5; group {1, 3}: sqrt(1e-8).
-    torch.testing.assert_close(out[:, 2].flatten(), torch.tensor([1.5, 1e-4, 1.5, 1e-4]))
+    # Group {0, 1}: population stds per channel = [1, 2] -> mean 1.5; group {2, 3}: sqrt(1e-8).
+    torch.testing.assert_close(out[:, 2].flatten(), torch.tensor([1.5, 1.5, 1e-4, 1e-4]))
+
+
+def test_minibatch_std_of_a_slice_equals_the_whole_batch():
+    # A data-parallel rank holding samples 4..7 of 8 must see the statistics one process sees.
+    x = torch.randn(8, 6, 3, 3)
+    layer = MinibatchStdLayer(group_size=4, num_channels=2)
+    torch.testing.assert_close(layer(x[4:]), layer(x)[4:])
 
 
 def test_minibatch_std_group_is_capped_by_batch_and_checks_divisibility():

@@ -86,7 +86,7 @@ def test_gradient_penalty_double_backward_reaches_all_critic_params(nets):
     real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
     text = _inputs()[1]
     d.zero_grad(set_to_none=True)
-    penalty, grad_norm = gradient_penalty(lambda x, c: d(x, c, stage, alpha), real, fake, text)
+    penalty, grad_norm = gradient_penalty(lambda x, c: d(x, c, stage, alpha), real, fake, text, torch.rand(4))
     penalty.backward()
     # On the stage-3 path with fading, every parameter takes part except fromRGB at 4x4 and 8x8,
     # and the output biases, which do not change grad_x D.

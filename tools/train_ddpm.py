@@ -3,6 +3,7 @@
     python tools/train_ddpm.py                                   # built-in demo data, CPU-sized UNet
     python tools/train_ddpm.py --image_dir imgs --label_dir txt  # your captioned images
     python tools/train_ddpm.py ... --resume auto                 # continue after any crash
+    torchrun --nproc_per_node 2 tools/train_ddpm.py ...          # data-parallel (--batch is global)
     python generate.py --checkpoint runs/NNNNN-demo-ddpm-32/network-final.pt --text "..."
 
 Same data, frozen text encoder, run directory, checkpoints and TensorBoard logs as
@@ -20,15 +21,13 @@ import torch
 # Run as `python tools/train_ddpm.py`: make the repository root importable (package, datasets/, scripts).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stylegan_t2i.checkpoint import CheckpointError  # noqa: E402
 from stylegan_t2i.config import config_from_dict, config_to_dict  # noqa: E402
-from stylegan_t2i.data import DatasetError, InfiniteSampler  # noqa: E402
+from stylegan_t2i.data import InfiniteSampler  # noqa: E402
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig, cpu_demo_unet  # noqa: E402
-from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, load_ddpm_checkpoint  # noqa: E402
-from stylegan_t2i.training.faults import TrainingDiverged  # noqa: E402
-from stylegan_t2i.training.run_files import find_auto_resume  # noqa: E402
-from train_progan import (add_shared_arguments, check_data_arguments, prepare_run,  # noqa: E402
-                          record_data_config, run_to_end)
+from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer  # noqa: E402
+from stylegan_t2i.distributed import Distributed  # noqa: E402
+from train_progan import (add_shared_arguments, check_batches_split, check_data_arguments,  # noqa: E402
+                          load_resume, prepare_run, record_data_config, run_entry_point, run_to_end)
 
 DEFAULTS = DdpmTrainConfig()
 
@@ -42,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--max_res", type=int, default=32, help="image resolution, a power of two (default: 32)")
     train.add_argument("--total_kimg", type=float,
                        help=f"length of training in thousands of images (default: {DEFAULTS.total_kimg:g})")
-    train.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"minibatch size (default: {DEFAULTS.batch})")
+    train.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"minibatch size, global across processes (default: {DEFAULTS.batch})")
     train.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"AdamW learning rate (default: {DEFAULTS.lr:g})")
     train.add_argument("--p_uncond", type=float, default=DEFAULTS.p_uncond,
                        help=f"probability of training on the empty caption, for guidance (default: {DEFAULTS.p_uncond:g})")
@@ -53,18 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.batch < 1 or args.lr <= 0 or not 0 <= args.p_uncond <= 1 or args.sample_steps < 1:
         p.error("need --batch >= 1, --lr > 0, --p_uncond in [0, 1] and --sample_steps >= 1")
     return args
-
-
-def load_resume(args) -> tuple[dict | None, Path | None]:
-    """The checkpoint to continue from (and its path), or (None, None) for a fresh run."""
-    if args.resume is None:
-        return None, None
-    path = find_auto_resume(args.out, kind="ddpm") if args.resume == "auto" else Path(args.resume)
-    if path is None:
-        print(f"--resume auto: no DDPM checkpoint under {args.out}; starting a new run")
-        return None, None
-    print(f"resuming from {path}")
-    return load_ddpm_checkpoint(path), path
 
 
 def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, SchedulerConfig, DdpmTrainConfig]:
@@ -86,24 +73,22 @@ def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, Sch
     return configs, UNet(unet_cfg), sched_cfg, train_cfg
 
 
-def train(args) -> Path | None:
-    resumed, resume_path = load_resume(args)
+def train(args, dist: Distributed, device: torch.device) -> Path | None:
+    resumed, resume_path = load_resume(args, "ddpm", dist, device)
     max_res = resumed["config"]["unet"]["resolution"] if resumed else args.max_res
-    device, dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "ddpm-")
+    dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "ddpm-", dist, device)
     # The UNet cross-attends to the encoder's token features [B, L, text_cfg.dim].
     configs, unet, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.dim)
-    record_data_config(args, configs, dataset, run_dir)
+    check_batches_split(dist, [train_cfg.batch])
+    record_data_config(args, configs, dataset, run_dir, dist)
     sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
-    trainer = DdpmTrainer(unet, bundle, dataset, sampler, sched_cfg, train_cfg, run_dir, device, prompts, configs)
+    trainer = DdpmTrainer(unet, bundle, dataset, sampler, sched_cfg, train_cfg, run_dir, device, prompts, configs,
+                          dist=dist)
     return run_to_end(trainer, resumed, configs, train_cfg.total_kimg, prompts)
 
 
 def main(argv=None) -> Path | None:
-    args = parse_args(argv)
-    try:
-        return train(args)
-    except (DatasetError, CheckpointError, TrainingDiverged) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run_entry_point(train, parse_args(argv))
 
 
 if __name__ == "__main__":

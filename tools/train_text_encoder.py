@@ -2,6 +2,7 @@
 
     python tools/train_text_encoder.py                                   # the built-in demo scenes
     python tools/train_text_encoder.py --image_dir imgs --label_dir txt --steps 3000
+    torchrun --nproc_per_node 2 tools/train_text_encoder.py ...          # data-parallel (--batch is global)
 
 Writes runs/NNNNN-textenc-<dataset>-<res>/ with config.json, TensorBoard events, log.jsonl and
 text_encoder.pt. On the demo dataset it then measures generalisation to the held-out
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylegan_t2i.config import save_config_json  # noqa: E402
 from stylegan_t2i.data import DatasetError, ImageLabelDataset  # noqa: E402
+from stylegan_t2i.distributed import Distributed, init_distributed, shutdown_distributed  # noqa: E402
 from stylegan_t2i.images import from_uint8  # noqa: E402
 from stylegan_t2i.run_dir import create_run_dir  # noqa: E402
 from stylegan_t2i.run_log import RunLog  # noqa: E402
@@ -38,7 +40,6 @@ from stylegan_t2i.text.pretrain import (  # noqa: E402
     roc_auc,
     save_text_encoder,
 )
-from stylegan_t2i.training.run_files import resolve_device  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=defaults.resolution,
                    help="image size (power of 2) the image encoder sees; images are resized to it once")
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
-    p.add_argument("--batch", type=int, default=defaults.batch, help="(image, caption) pairs per step")
+    p.add_argument("--batch", type=int, default=defaults.batch, help="(image, caption) pairs per step, global across processes")
     p.add_argument("--lr", type=float, default=defaults.lr, help="AdamW peak learning rate (warm-up, then cosine)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the weights and of batch sampling")
     p.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
@@ -118,17 +119,33 @@ def load_dataset(args: argparse.Namespace) -> tuple[ImageLabelDataset, str, bool
 
 def main(argv: list[str] | None = None) -> Path:
     """Train, save text_encoder.pt, evaluate on the demo data; returns the run directory."""
-    start = time.perf_counter()
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    dataset, name, is_demo = load_dataset(args)
+    dist, device = init_distributed(args.device)
+    try:
+        return train(args, dist, device)
+    finally:
+        shutdown_distributed()
+
+
+def train(args: argparse.Namespace, dist: Distributed, device: torch.device) -> Path:
+    start = time.perf_counter()
+    with dist.main_first():     # Rank 0 builds the image cache; the others then read it.
+        dataset, name, is_demo = load_dataset(args)
     cfg = dataclasses.replace(PretrainConfig(), resolution=args.resolution, steps=args.steps, batch=args.batch,
                               lr=args.lr, seed=args.seed)
-    run_dir = create_run_dir(args.out, f"textenc-{name}-{args.resolution}")
-    save_config_json(run_dir / "config.json", {"pretrain": cfg, "args": vars(args)})
-    run_log = RunLog(run_dir)
     try:
-        bundle = pretrain_text_encoder(dataset, cfg, device, run_log, progress=not args.no_progress)
+        dist.local_batch(min(cfg.batch, len(dataset)))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    run_dir = dist.broadcast_object(create_run_dir(args.out, f"textenc-{name}-{args.resolution}")
+                                    if dist.is_main else None, device)
+    if dist.is_main:
+        save_config_json(run_dir / "config.json", {"pretrain": cfg, "args": vars(args)})
+    run_log = RunLog(run_dir, active=dist.is_main)
+    try:
+        bundle = pretrain_text_encoder(dataset, cfg, device, run_log, progress=not args.no_progress, dist=dist)
+        if not dist.is_main:
+            return run_dir
         path = save_text_encoder(run_dir / "text_encoder.pt", bundle, cfg)
         train_s = time.perf_counter() - start
         print(f"Saved {path} ({len(dataset)} images, vocab {bundle.tokenizer.vocab_size}, {train_s:.0f} s)")

@@ -45,7 +45,9 @@ class SkipReport:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         names = self.examples.setdefault(kind, [])
         if len(names) < MAX_EXAMPLES:
-            names.append(name)
+            # A file name that is not valid UTF-8 reaches Python with surrogate escapes, which a
+            # strict UTF-8 console cannot print: keep the bad bytes visible as \xNN instead.
+            names.append(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
     def summary(self) -> str:
         """Multi-line text: the usable count, then one line per kind with its first names."""

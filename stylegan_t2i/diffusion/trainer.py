@@ -24,7 +24,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
+from stylegan_t2i.batch_share import BatchShare, whole_batch
+from stylegan_t2i.checkpoint import save_checkpoint
 from stylegan_t2i.diffusion.scheduler import DDPMScheduler, SchedulerConfig
 from stylegan_t2i.diffusion.unet import UNet
 from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
@@ -32,6 +33,7 @@ from stylegan_t2i.inference import DdpmSampler
 from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import TextEncoderBundle, text_encoder_payload
 from stylegan_t2i.training import run_files
+from stylegan_t2i.distributed import Distributed
 from stylegan_t2i.training.ema import ema_beta, update_ema
 from stylegan_t2i.training.faults import NonFiniteCounter
 from stylegan_t2i.training.interrupt import GracefulInterrupt
@@ -72,10 +74,6 @@ def bucket_names(num_train_timesteps: int) -> list[str]:
     return [f"Loss/t_{i * T // k:03d}_{(i + 1) * T // k - 1:03d}" for i in range(k)]
 
 
-def load_ddpm_checkpoint(path: str | Path) -> dict:
-    return load_checkpoint(path, kinds="ddpm")
-
-
 class DdpmTrainer:
     """Owns the UNet, its EMA copy, the optimizer, the data stream and the run directory."""
 
@@ -91,8 +89,10 @@ class DdpmTrainer:
         sample_prompts: Sequence[str],          # Rows of the progress grids.
         configs:        dict,                   # JSON-able configs stored in every checkpoint.
         progress:       bool = True,            # Show the tqdm bar.
+        dist:           Distributed = Distributed(),  # Data-parallel place; cfg.batch is the global batch.
     ):
         assert dataset.resolution == unet.cfg.resolution, (dataset.resolution, unet.cfg.resolution)
+        self.dist, self.share = dist, dist.share(cfg.batch)
         self.unet = unet.to(device)
         self.unet_ema = copy.deepcopy(self.unet).eval().requires_grad_(False)
         self.text = text_bundle
@@ -100,8 +100,9 @@ class DdpmTrainer:
         self._sampler_iter = iter(sampler)
         self.scheduler_cfg, self.cfg = scheduler_cfg, cfg
         self.scheduler = DDPMScheduler(scheduler_cfg)   # Only add_noise (eq. 4) is used in training.
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device, self.configs, self.progress = device, configs, progress
+        # Rank 0 alone writes checkpoints, grids and logs.
+        self.run_dir = Path(run_dir) if run_dir is not None and dist.is_main else None
+        self.device, self.configs, self.progress = device, configs, progress and dist.is_main
         self.sample_prompts, self.sample_seeds = list(sample_prompts), list(range(8))
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
@@ -138,14 +139,18 @@ class DdpmTrainer:
     # ------------------------------------------------------------------ data
 
     def next_reals(self) -> tuple[torch.Tensor, list[str]]:
-        """A minibatch: img [B, 3, R, R] in [-1, 1] on the device and one caption per image."""
-        items = [self.dataset[next(self._sampler_iter)] for _ in range(self.cfg.batch)]
+        """This rank's share of a global minibatch: img [b, 3, R, R] in [-1, 1] on the device and
+        one caption per image. Every rank reads all items of the global batch (cheap reads of the
+        uint8 cache) so the dataset's caption/flip generator advances identically on every rank."""
+        items = self.share.take([self.dataset[next(self._sampler_iter)] for _ in range(self.cfg.batch)])
         return from_uint8(torch.stack([im for im, _ in items])).to(self.device), [c for _, c in items]
 
-    def drop_captions(self, captions: Sequence[str]) -> list[str]:
+    def drop_captions(self, captions: Sequence[str], share: BatchShare | None = None) -> list[str]:
         """Each caption becomes "" with probability p_uncond, so the same UNet also learns the
-        unconditional ε that classifier-free guidance needs (Ho & Salimans 2022 §3.2)."""
-        drop = torch.rand(len(captions)) < self.cfg.p_uncond     # Global CPU RNG: saved in checkpoints.
+        unconditional ε that classifier-free guidance needs (Ho & Salimans 2022 §3.2).
+        `share`: the rows of the global batch these captions are (None: all of them)."""
+        share = share or whole_batch(len(captions))
+        drop = share.rand() < self.cfg.p_uncond     # Global CPU RNG: saved in checkpoints.
         return ["" if d else c for c, d in zip(captions, drop.tolist())]
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,14 +169,17 @@ class DdpmTrainer:
         img:        torch.Tensor,   # [B, 3, R, R] clean images x0 in [-1, 1].
         context:    torch.Tensor,   # [B, L, D] caption token features.
         mask:       torch.Tensor,   # [B, L] bool, True = real token.
+        share:      BatchShare | None = None,  # Rows of the global batch that img is; None: all of them.
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image ||ε - ε_θ(x_t, t, c)||² / (3R²) at t ~ U{0..T-1} -> (loss [B], t [B]).
 
         Ho et al. 2020 eq. 14 ("L_simple"): x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε (eq. 4), and
         the network regresses ε with an unweighted MSE.
         """
-        t = torch.randint(0, self.scheduler.num_train_timesteps, (img.shape[0],), device=self.device)
-        noise = torch.randn_like(img)
+        share = share or whole_batch(img.shape[0])
+        assert img.shape[0] == share.size, (img.shape, share)
+        t = share.randint(self.scheduler.num_train_timesteps, device=self.device)
+        noise = share.randn(*img.shape[1:], device=self.device).to(img.dtype)
         x_t = self.scheduler.add_noise(img, noise, t)
         with self._autocast():
             eps = self.unet(x_t, t, context, mask)
@@ -179,21 +187,21 @@ class DdpmTrainer:
 
     def train_step(self, img: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         """One AdamW step on L_simple with caption dropout; returns the per-image loss [B] (detached)."""
-        context, mask = self.encode(self.drop_captions(captions))
-        per_image, t = self.diffusion_loss(img, context, mask)
+        context, mask = self.encode(self.drop_captions(captions, self.share))
+        per_image, t = self.diffusion_loss(img, context, mask, self.share)
         if self._apply(per_image.mean()):
             self.report_loss(per_image.detach(), t)
         return per_image.detach()
 
     def _apply(self, loss: torch.Tensor) -> bool:
-        """Backward, clip, step; a non-finite loss or gradient norm skips the step and is counted.
-        Returns whether the step was taken. Raises TrainingDiverged after max_nonfinite in a row."""
+        """Backward, average the gradients over ranks, clip, step; a non-finite loss (on any rank)
+        or gradient skips the step on every rank and is counted. Returns whether the step was
+        taken. Raises TrainingDiverged after max_nonfinite in a row."""
         self.opt.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
+        loss.backward()     # Even when non-finite: every rank must join the gradient all-reduce.
+        finite = self.dist.reduce_gradients_(self.unet.parameters(), loss)
         if finite:
-            loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.cfg.grad_clip)
-            finite = bool(torch.isfinite(grad_norm))
         if not self.nonfinite.record(finite, self.nimg / 1000):
             self.opt.zero_grad(set_to_none=True)
             self.stats.add({"Faults/nonfinite_steps": 1.0})
@@ -280,12 +288,14 @@ class DdpmTrainer:
                     tick = self.write_log(bar, tick)
                 if self.maybe_snapshot(batch, total_nimg):
                     tick = (time.perf_counter(), self.nimg)  # Snapshot time is not training speed.
-                if interrupt.requested:
+                if self.dist.any(interrupt.requested, self.device):
                     self.write_log(bar, tick)
                     path = self.snapshot()
                     bar.close()
-                    tqdm.write(f"interrupted by {interrupt.signal_name} at kimg {self.nimg / 1000:.2f}; "
-                               f"checkpoint {path}; continue with the same command plus --resume auto")
+                    if self.dist.is_main:
+                        tqdm.write(f"interrupted by {interrupt.signal_name or 'a signal to another rank'} at kimg "
+                                   f"{self.nimg / 1000:.2f}; checkpoint {path}; continue with the same command "
+                                   f"plus --resume auto")
                     self.log.close()
                     return None
         bar.close()

@@ -22,7 +22,6 @@ to 299x299 (bilinear, anti-aliased); TF's network expects (x - 128) / 128, i.e. 
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -247,15 +246,21 @@ def load_inception(
     path:   str | Path,                     # State dict file (pytorch-fid FID weights layout).
     device: torch.device | str = "cpu",
 ) -> InceptionV3:
-    """Build InceptionV3, load `path` strictly (weights_only=True), return it in eval mode."""
+    """Build InceptionV3, load `path` strictly (weights_only=True), return it in eval mode.
+
+    Errors are one line naming `path`: FileNotFoundError for a missing file, ValueError for a
+    file that is not a weights-only state dict (junk, an unsafe pickle) or has the wrong layout.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: InceptionV3 weights file not found (pass the path of "
                                 "pytorch-fid's pt_inception-2015-12-05-6726825d.pth)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: cannot be read as a weights-only state dict ({e})") from e
+    except Exception as e:  # A malformed file makes the unpickler raise anything (KeyError, IndexError, ...).
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: cannot be read as a weights-only state dict "
+                         f"({type(e).__name__}: {first})") from None
     with torch.device("meta"):
         model = InceptionV3()       # No random init: every tensor comes from the file.
     # Every parameter and buffer is replaced (assign=True), so the meta tensors never run.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.models.layers import (
     FullyConnectedLayer,
     NoiseInjection,
@@ -129,10 +130,11 @@ class SynthesisLayer(nn.Module):
         x: torch.Tensor,                # [B, in_channels, H, W]
         w: torch.Tensor,                # [B, w_dim]
         noise_mode: str,                # 'random' | 'const' | 'none'
+        noise_share: BatchShare | None = None,  # Data-parallel rows of the random noise.
     ) -> torch.Tensor:
         assert_shape(x, [w.shape[0], self.in_channels, None, None])
         styles = self.affine(w)
-        noise = self.noise(x.shape[0], noise_mode, x.device)
+        noise = self.noise(x.shape[0], noise_mode, x.device, noise_share)
         # No equalised-lr gain on the weight: demodulation removes any global weight scale.
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=1,
                              resample_filter=self.resample_filter)
@@ -190,14 +192,15 @@ class SynthesisBlock(nn.Module):
         x: torch.Tensor | None,         # [B, in_channels, res/2, res/2], or None at 4x4.
         w: torch.Tensor,                # [B, w_dim]
         noise_mode: str,                # 'random' | 'const' | 'none'
+        noise_share: BatchShare | None = None,  # Data-parallel rows of the random noise.
     ) -> torch.Tensor:
         """-> features [B, out_channels, res, res]."""
         if self.conv0 is None:
             x = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
         else:
             assert_shape(x, [w.shape[0], self.in_channels, self.resolution // 2, self.resolution // 2])
-            x = self.conv0(x, w, noise_mode)
-        return self.conv1(x, w, noise_mode)
+            x = self.conv0(x, w, noise_mode, noise_share)
+        return self.conv1(x, w, noise_mode, noise_share)
 
 # ---------------------------------------------------------------------------
 
@@ -222,6 +225,7 @@ class SynthesisNetwork(nn.Module):
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
+        noise_share: BatchShare | None = None,  # Data-parallel rows of the random noise.
     ) -> torch.Tensor:
         """-> img [B, 3, res, res] with res = 4 * 2**stage.
 
@@ -233,7 +237,7 @@ class SynthesisNetwork(nn.Module):
         assert 0.0 <= alpha <= 1.0, f"alpha {alpha} not in [0, 1]"
         x_prev, x = None, None
         for block in self.blocks[: stage + 1]:
-            x_prev, x = x, block(x, w, noise_mode)
+            x_prev, x = x, block(x, w, noise_mode, noise_share)
         img = self.blocks[stage].torgb(x, w)
         if stage > 0 and alpha < 1:
             img_prev = fade_upsample(self.blocks[stage - 1].torgb(x_prev, w))
@@ -298,9 +302,10 @@ class Generator(nn.Module):
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in amount in [0, 1].
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
+        noise_share: BatchShare | None = None,  # Data-parallel rows of the random noise.
     ) -> torch.Tensor:
         """-> img [B, 3, res, res]."""
-        return self.synthesis_net(w, stage, alpha, noise_mode)
+        return self.synthesis_net(w, stage, alpha, noise_mode, noise_share)
 
     def forward(
         self,
@@ -312,7 +317,8 @@ class Generator(nn.Module):
         truncation_target: torch.Tensor | None = None,  # [B, w_dim] or None.
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
         update_w_avg: bool = False,     # Update the tracked global mean w.
+        noise_share: BatchShare | None = None,  # Data-parallel: these rows of a global batch's noise.
     ) -> torch.Tensor:
         """-> img [B, 3, res, res], float, nominally in [-1, 1]."""
         w = self.mapping(z, text, truncation_psi, truncation_target, update_w_avg)
-        return self.synthesis(w, stage, alpha, noise_mode)
+        return self.synthesis(w, stage, alpha, noise_mode, noise_share)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylegan_t2i.batch_share import BatchShare, whole_batch
 from stylegan_t2i.ops import bias_act, upfirdn2d
 
 RESAMPLE_KERNEL = (1, 3, 3, 1)  # binomial FIR of StyleGAN2 (sec. B of the paper)
@@ -274,6 +275,7 @@ class NoiseInjection(nn.Module):
         batch_size: int,                # N of the feature map.
         noise_mode: str,                # 'random' (fresh per call), 'const' (fixed buffer) or 'none'.
         device: torch.device,           # Where to draw the random noise.
+        share: BatchShare | None = None,  # Data-parallel: draw for the global batch, keep these rows.
     ) -> torch.Tensor | None:
         """The noise to add, [N, 1, R, R] or [R, R], already scaled; None for 'none'."""
         assert noise_mode in self.MODES, noise_mode
@@ -281,8 +283,9 @@ class NoiseInjection(nn.Module):
             return None
         if noise_mode == "const":
             return self.noise_const * self.strength
-        noise = torch.randn([batch_size, 1, self.resolution, self.resolution], device=device)
-        return noise * self.strength
+        share = share or whole_batch(batch_size)
+        assert share.size == batch_size, (share, batch_size)
+        return share.randn(1, self.resolution, self.resolution, device=device) * self.strength
 
 # ---------------------------------------------------------------------------
 
@@ -306,12 +309,14 @@ class MinibatchStdLayer(nn.Module):
         if n % g != 0 or c % f != 0:
             raise ValueError(f"MinibatchStdLayer: batch {n} must be divisible by group size {g} "
                              f"and channels {c} by num_channels {f}")
-        # As NVlabs: sample i is in group i % (n // g), so one group mixes samples far apart in the batch.
-        y = x.reshape(g, n // g, f, c // f, h, w)      # [G, n, F, c, H, W]
-        y = y - y.mean(dim=0)                           # Deviation from the group mean.
-        y = (y.square().mean(dim=0) + 1e-8).sqrt()      # [n, F, c, H, W] std over the group.
+        # Contiguous groups (samples g*k .. g*k+g-1), unlike NVlabs' strided i % (n // g): a
+        # data-parallel rank's contiguous slice of the global batch then holds whole groups, so
+        # each rank computes exactly what one process computes on the global batch.
+        y = x.reshape(n // g, g, f, c // f, h, w)      # [n, G, F, c, H, W]
+        y = y - y.mean(dim=1, keepdim=True)             # Deviation from the group mean.
+        y = (y.square().mean(dim=1) + 1e-8).sqrt()      # [n, F, c, H, W] std over the group.
         y = y.mean(dim=[2, 3, 4])                       # [n, F] average over channels and pixels.
-        y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)   # [N, F, H, W]
+        y = y.repeat_interleave(g, dim=0).reshape(n, f, 1, 1).expand(n, f, h, w)   # [N, F, H, W]
         return torch.cat([x, y], dim=1)
 
     def extra_repr(self) -> str:

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..batch_share import BatchShare
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import config_from_dict, config_to_dict
+from ..distributed import Distributed
 from ..images import from_uint8
 from ..run_log import RunLog
 from .contrastive import ContrastiveModel, clip_loss
@@ -118,11 +120,13 @@ def pretrain_text_encoder(
     device:     str | torch.device,     # Where to train.
     run_log:    RunLog | None = None,   # Receives Loss/contrastive, Accuracy/retrieval, Progress/*.
     progress:   bool = True,            # Show a tqdm bar.
+    dist:       Distributed = Distributed(),  # Data-parallel place; cfg.batch is the global batch.
 ) -> TextEncoderBundle:
     """Train the tokenizer on all captions, then the contrastive model; return it frozen.
 
     Each step draws `batch` distinct samples and one random caption of each, and minimises the
-    symmetric InfoNCE loss. Deterministic for a given seed on a given device.
+    symmetric InfoNCE loss over the whole global batch (all ranks' embeddings are gathered).
+    Deterministic for a given seed on a given device.
     """
     device = torch.device(device)
     captions = [list(caps) for caps in dataset.captions]
@@ -139,18 +143,20 @@ def pretrain_text_encoder(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
     batch = min(cfg.batch, img.shape[0])
-    bar = tqdm(range(cfg.steps), desc="text encoder", disable=not progress, dynamic_ncols=True)
+    share = dist.share(batch)
+    bar = tqdm(range(cfg.steps), desc="text encoder", disable=not (progress and dist.is_main), dynamic_ncols=True)
     window: list[tuple[float, float]] = []
     for step in bar:
         idx = torch.randperm(img.shape[0], generator=gen)[:batch]
         ids, mask = pairs.sample(idx, gen)
-        loss, acc = _train_step(model, opt, img[idx.to(device)], ids, mask)
+        idx, ids, mask = share.take(idx), share.take(ids), share.take(mask)
+        loss, acc = _train_step(model, opt, img[idx.to(device)], ids, mask, dist, share)
         sched.step()
         window.append((loss, acc))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             mean_loss, mean_acc = (sum(v) / len(window) for v in zip(*window))
             bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{mean_acc:.3f}")
-            if run_log is not None:
+            if run_log is not None and dist.is_main:
                 run_log.scalars((step + 1) * batch, {
                     "Loss/contrastive": mean_loss, "Accuracy/retrieval": mean_acc,
                     "Progress/logit_scale": model.scale().item(), "Progress/lr": sched.get_last_lr()[0],
@@ -180,19 +186,35 @@ class _CaptionTable:
 
 
 def _train_step(model: ContrastiveModel, opt: torch.optim.Optimizer, img: torch.Tensor,
-                ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-    """One AdamW step on the CLIP loss -> (loss, in-batch retrieval accuracy in both directions)."""
+                ids: torch.Tensor, mask: torch.Tensor, dist: Distributed, share: BatchShare) -> tuple[float, float]:
+    """One AdamW step on the CLIP loss of the global batch, computed from this rank's share
+    -> (loss, in-batch retrieval accuracy in both directions).
+
+    Every rank computes the same global loss, with gradients flowing only through its own rows
+    of the gathered embeddings; the *sum* of the ranks' gradients is then the one-process
+    gradient, once the temperature's gradient (which every rank gets in full) is divided by W.
+    """
     model.train()
-    img_emb, txt_emb = model.encode_image(img), model.encode_text(ids, mask)
-    loss = clip_loss(img_emb, txt_emb, model.scale())
+    img_local, txt_local = model.encode_image(img), model.encode_text(ids, mask)
+    img_emb = _with_own_rows(dist.all_gather(img_local), img_local, share)
+    txt_emb = _with_own_rows(dist.all_gather(txt_local), txt_local, share)
+    scale = model.scale()
+    scale = scale.detach() + (scale - scale.detach()) / dist.world_size     # Same value, gradient / W.
+    loss = clip_loss(img_emb, txt_emb, scale)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    opt.step()
+    if dist.reduce_gradients_(model.parameters(), loss, average=False):
+        opt.step()
     with torch.no_grad():
         sim = img_emb @ txt_emb.t()
         target = torch.arange(sim.shape[0], device=sim.device)
         acc = 0.5 * ((sim.argmax(1) == target).float().mean() + (sim.argmax(0) == target).float().mean())
     return loss.item(), acc.item()
+
+
+def _with_own_rows(gathered: torch.Tensor, own: torch.Tensor, share: BatchShare) -> torch.Tensor:
+    """The gathered global batch with this rank's rows replaced by `own` (which carries gradients)."""
+    return torch.cat([gathered[:share.start], own, gathered[share.stop:]])
 
 
 def _make_optimizer(model: ContrastiveModel, cfg: PretrainConfig) -> torch.optim.AdamW:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.checkpoint import save_checkpoint
 from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
 from stylegan_t2i.inference import seeded_normal
@@ -26,8 +27,8 @@ from stylegan_t2i.training import run_files
 from stylegan_t2i.training.ema import ema_beta, update_ema
 from stylegan_t2i.training.faults import NonFiniteCounter
 from stylegan_t2i.training.interrupt import GracefulInterrupt
-from stylegan_t2i.training.losses import (critic_loss, generator_loss, gradient_penalty,
-                                          mismatched_text)
+from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.training.losses import critic_loss, generator_loss, gradient_penalty
 from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule
 from stylegan_t2i.training.stats import RunningMeans
 
@@ -53,17 +54,20 @@ class GanTrainer:
 
     def __init__(self, G, D, text_bundle, dataset, sampler, schedule: ProgressiveSchedule,
                  cfg: TrainConfig, run_dir: Path | None, device: torch.device,
-                 sample_prompts: Sequence[str], configs: dict, progress: bool = True):
+                 sample_prompts: Sequence[str], configs: dict, progress: bool = True,
+                 dist: Distributed = Distributed()):
+        self.dist = dist
         self.G, self.D = G.to(device), D.to(device)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         self.text = text_bundle
         self.dataset, self.sampler = dataset, sampler
         self._sampler_iter = iter(sampler)
         self.schedule, self.cfg = schedule, cfg
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        # Rank 0 alone writes checkpoints, grids and logs.
+        self.run_dir = Path(run_dir) if run_dir is not None and dist.is_main else None
         self.device = device
         self.configs = configs
-        self.progress = progress
+        self.progress = progress and dist.is_main
         self.sample_prompts = list(sample_prompts)
         self.sample_seeds = list(range(8))
         lr = schedule.at(0).lr
@@ -115,11 +119,15 @@ class GanTrainer:
         cached: a cache filled in history-dependent groupings would make resumes inexact."""
         return self.text.encode(list(captions), self.device)[2]
 
-    def next_reals(self, phase: Phase) -> tuple[torch.Tensor, list[str]]:
-        """A minibatch of reals at the phase's resolution, cross-faded like G's output."""
+    def next_reals(self, phase: Phase, share: BatchShare) -> tuple[torch.Tensor, list[str]]:
+        """This rank's reals at the phase's resolution, cross-faded like G's output, and the
+        captions of the whole global batch.
+
+        Every rank reads all items of the global batch (cheap reads of the uint8 cache) so the
+        dataset's caption/flip generator advances identically on every rank."""
         view = self.dataset.view(phase.res)
         items = [view[next(self._sampler_iter)] for _ in range(phase.batch)]
-        img = from_uint8(torch.stack([im for im, _ in items])).to(self.device)
+        img = from_uint8(torch.stack([im for im, _ in share.take(items)])).to(self.device)
         if phase.alpha < 1.0:
             # ProGAN: while the new block fades in, reals are blended with their
             # lower-resolution version exactly as G blends its two toRGB outputs.
@@ -133,41 +141,52 @@ class GanTrainer:
         enabled = self.cfg.amp and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def critic_step(self, phase: Phase, reals: torch.Tensor, text: torch.Tensor) -> None:
+    def text_and_mismatched(self, captions: Sequence[str], share: BatchShare) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings [b, text_dim] of this rank's captions and of the mismatched ones.
+
+        The matching-aware term pairs sample i with caption i - 1 of the global batch (wrapping):
+        a roll by one, so every sample gets another sample's caption whenever the captions are
+        distinct. One encode of the share plus the caption before it gives both."""
+        emb = self.embed_captions([captions[share.start - 1]] + list(captions[share.start:share.stop]))
+        return emb[1:], emb[:-1]
+
+    def critic_step(self, phase: Phase, share: BatchShare, reals: torch.Tensor, text: torch.Tensor,
+                    wrong_text: torch.Tensor) -> None:
+        """One critic update on this rank's share of the global batch (gradients averaged over ranks)."""
         def critic_fn(img, txt):
             return self.D(img, txt, phase.stage, phase.alpha).float()
 
-        z = torch.randn(reals.shape[0], self.G.cfg.z_dim, device=self.device)
+        z = share.randn(self.G.cfg.z_dim, device=self.device)
         with torch.no_grad(), self._autocast():
-            fakes = self.G(z, text, phase.stage, phase.alpha).float()
+            fakes = self.G(z, text, phase.stage, phase.alpha, noise_share=share).float()
         with self._autocast():
             losses = critic_loss(critic_fn(reals, text), critic_fn(fakes, text),
-                                 critic_fn(reals, mismatched_text(text)), drift=self.cfg.drift)
-        gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, weight=self.cfg.gp_weight)
+                                 critic_fn(reals, wrong_text), drift=self.cfg.drift)
+        gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, share.rand(device=self.device),
+                                         weight=self.cfg.gp_weight)
         total = losses["loss"] + gp
         self._apply(self.opt_D, total)
         self.stats.add({"Loss/D": total, "Loss/D/gp": gp, "Loss/D/mismatch": losses["mismatch"],
                         "Loss/D/drift": losses["drift"], "Critic/wdist": losses["wdist"],
                         "Critic/grad_norm": grad_norm})
 
-    def generator_step(self, phase: Phase, text: torch.Tensor) -> None:
-        z = torch.randn(text.shape[0], self.G.cfg.z_dim, device=self.device)
+    def generator_step(self, phase: Phase, share: BatchShare, text: torch.Tensor) -> None:
+        z = share.randn(self.G.cfg.z_dim, device=self.device)
         self.D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
         with self._autocast():
-            fakes = self.G(z, text, phase.stage, phase.alpha)
+            fakes = self.G(z, text, phase.stage, phase.alpha, noise_share=share)
             loss = generator_loss(self.D(fakes, text, phase.stage, phase.alpha).float())
         self._apply(self.opt_G, loss)
         self.D.requires_grad_(True)
         self.stats.add({"Loss/G": loss})
 
     def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """Backward + step, unless the loss or a gradient is non-finite: then skip and count."""
+        """Backward, average the gradients over ranks, step; unless a loss or a gradient is
+        non-finite on any rank: then every rank skips the step and counts it."""
         opt.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            loss.backward()
-            params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-            finite = bool(torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params])))
+        # A non-finite loss still runs backward, so every rank joins the gradient all-reduce.
+        loss.backward()
+        finite = self.dist.reduce_gradients_([p for group in opt.param_groups for p in group["params"]], loss)
         if not self.nonfinite.record(finite, self.nimg / 1000):
             opt.zero_grad(set_to_none=True)
             self.stats.add({"Faults/nonfinite_steps": 1.0})
@@ -223,12 +242,13 @@ class GanTrainer:
             while self.nimg < total_nimg:
                 phase = self.schedule.at(self.nimg)
                 self.set_lr(phase.lr)
+                share = self.dist.share(phase.batch)
                 for _ in range(self.cfg.n_critic):
-                    reals, captions = self.next_reals(phase)
-                    text = self.embed_captions(captions)
-                    self.critic_step(phase, reals, text)
+                    reals, captions = self.next_reals(phase, share)
+                    text, wrong_text = self.text_and_mismatched(captions, share)
+                    self.critic_step(phase, share, reals, text, wrong_text)
                     self.nimg += phase.batch
-                self.generator_step(phase, text)
+                self.generator_step(phase, share, text)
                 self.update_ema(phase.batch)
                 self.step += 1
                 bar.update(phase.batch * self.cfg.n_critic / 1000)
@@ -239,12 +259,14 @@ class GanTrainer:
                 if crossed_snapshot and self.nimg < total_nimg:
                     self.snapshot()
                     tick_time = time.perf_counter()  # snapshot time is not training speed
-                if interrupt.requested:
+                if self.dist.any(interrupt.requested, self.device):
                     self.write_log(phase, bar, tick_time, tick_nimg)
                     path = self.snapshot()
                     bar.close()
-                    tqdm.write(f"interrupted by {interrupt.signal_name} at kimg {self.nimg / 1000:.1f}; "
-                               f"checkpoint {path}; continue with the same command plus --resume auto")
+                    if self.dist.is_main:
+                        tqdm.write(f"interrupted by {interrupt.signal_name or 'a signal to another rank'} at kimg "
+                                   f"{self.nimg / 1000:.1f}; checkpoint {path}; continue with the same command "
+                                   f"plus --resume auto")
                     self.log.close()
                     return None
         bar.close()

@@ -11,7 +11,8 @@ from typing import Callable
 import torch
 
 # Matching-aware term (Reed et al. 2016): a real image with a wrong caption must
-# score below the same image with its own caption. Written as a margin ranking
+# score below the same image with its own caption (the trainer pairs sample i with
+# caption i - 1 of the global batch). Written as a margin ranking
 # hinge rather than as a third, linear "fake" expectation: the gradient penalty
 # only constrains D along the image, so a linear term lets D push D(x, c') down
 # without bound through the caption projection. Measured on the demo preset:
@@ -22,24 +23,13 @@ MISMATCH_WEIGHT = 1.0
 MISMATCH_MARGIN = 1.0
 
 
-def mismatched_text(
-    text: torch.Tensor,                 # [B, ...] captions (embeddings) of the batch.
-) -> torch.Tensor:
-    """Each sample gets the caption of its neighbour: text.roll(1, dims=0).
-
-    No extra sampling is needed and, whenever the batch's captions are distinct,
-    no sample keeps its own caption (a roll by 1 has no fixed point for B >= 2).
-    """
-    return text.roll(1, dims=0)
-
-
 def gradient_penalty(
     critic_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # (img, text) -> [B]; closes over stage/alpha.
     real: torch.Tensor,                 # [B, C, H, W] real images.
     fake: torch.Tensor,                 # [B, C, H, W] generated images (detached here).
     text: torch.Tensor,                 # [B, text_dim] their (matching) captions.
+    eps: torch.Tensor,                  # [B] interpolation factors ~ U[0, 1] (drawn by the caller).
     weight: float = 10.0,               # lambda of the paper.
-    generator: torch.Generator | None = None,  # RNG for the interpolation factors.
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """WGAN-GP (Gulrajani et al. 2017, eq. 3): weight * E[(||grad_x D(x_hat, c)||_2 - 1)^2].
 
@@ -48,10 +38,10 @@ def gradient_penalty(
     back-propagated into the critic's parameters (double backward).
     Returns (penalty, mean gradient norm (detached, for logging)).
     """
-    assert real.shape == fake.shape, (real.shape, fake.shape)
+    assert real.shape == fake.shape and eps.shape == real.shape[:1], (real.shape, fake.shape, eps.shape)
     batch_size = real.shape[0]
-    eps = torch.rand([batch_size] + [1] * (real.ndim - 1), generator=generator, device=real.device)
-    x_hat = torch.lerp(fake.detach(), real.detach(), eps.to(real.dtype)).requires_grad_(True)
+    eps = eps.reshape([batch_size] + [1] * (real.ndim - 1)).to(real.dtype)
+    x_hat = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
     scores = critic_fn(x_hat, text)
     assert scores.shape == (batch_size,), scores.shape
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)

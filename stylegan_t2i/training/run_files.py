@@ -2,8 +2,7 @@
 
 A run directory holds `network-snapshot-<nimg>.pt` every snapshot (the newest few kept) and
 `network-final.pt` at the end (DESIGN.md, Checkpoints). This module names those files, finds
-the one to resume, prunes old snapshots, packs the global RNG state, refuses non-finite weights,
-and turns a --device flag into a device.
+the one to resume, prunes old snapshots, packs the global RNG state, and refuses non-finite weights.
 """
 from __future__ import annotations
 
@@ -30,21 +29,38 @@ def snapshots_in(run_dir: Path) -> list[Path]:
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The run's most advanced checkpoint: the final one if training finished, else the newest snapshot."""
+    """The run's most advanced checkpoint (most images shown): usually the newest snapshot, or
+    the final one; a finished run that was extended and killed has snapshots past its old final."""
+    candidates = snapshots_in(run_dir)
     final = Path(run_dir) / FINAL_NAME
     if final.is_file():
-        return final
-    snaps = snapshots_in(run_dir)
-    return snaps[-1] if snaps else None
+        candidates.append(final)
+    return max(candidates, key=checkpoint_nimg, default=None)
+
+
+def checkpoint_nimg(path: Path) -> int:
+    """Images shown at a checkpoint: from a snapshot's name, else from its progress record
+    (read through a memory map); -1 when it cannot be read (ranked last)."""
+    if m := SNAPSHOT_PATTERN.match(path.name):
+        return int(m.group(1))
+    data = _peek(path)
+    try:
+        return int(data["progress"]["nimg"])
+    except (TypeError, KeyError, ValueError):
+        return -1
+
+
+def _peek(path: Path):
+    """A checkpoint's top-level dict through a memory map (tensors are not read), or None."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a malformed file can make the unpickler raise anything; the real load reports it
+        return None
 
 
 def checkpoint_kind(path: Path) -> str | None:
-    """The `kind` tag of a checkpoint, read through a memory map (tensors are not read), or None
-    when the file cannot be read that way."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a malformed file can make the unpickler raise anything; the real load reports it
-        return None
+    """The `kind` tag of a checkpoint, or None when the file cannot be read that way."""
+    data = _peek(path)
     return data.get("kind") if isinstance(data, dict) else None
 
 
@@ -65,9 +81,13 @@ def find_auto_resume(
 
 
 def prune_snapshots(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest `keep` snapshots (the final checkpoint is never touched)."""
+    """Delete all but the newest `keep` snapshots (the final checkpoint is never touched), and
+    the partial temporary files that writes cut short by a kill left behind. Called right
+    after a write completes, by the only process that writes, so no write is in flight."""
     for old in snapshots_in(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+    for partial in Path(run_dir).glob(".network-*.pt.*.tmp"):
+        partial.unlink(missing_ok=True)
 
 
 def rng_state(device: torch.device, dataset, sampler) -> dict:
@@ -91,12 +111,3 @@ def all_finite(module: torch.nn.Module) -> bool:
     """True when every parameter and buffer is finite (a checkpoint must never hold NaN weights)."""
     return all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point())
 
-
-def resolve_device(name: str) -> torch.device:
-    """--device auto|cpu|cuda|cuda:N -> a device; asking for CUDA without a GPU is a one-line error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} but no CUDA GPU is available; use --device cpu")
-    return device

@@ -1,0 +1,268 @@
+"""Evaluate a sampler (GAN or DDPM checkpoint) against a captioned dataset.
+
+    sampler = load_sampler("runs/.../network-final.pt", device)
+    result = evaluate_sampler(sampler, dataset, EvalConfig(num=10_000), device)
+    result["fd"], result["kid"], result["precision"], result["alignment"], ...
+
+What is compared (DESIGN.md, "What is measured"):
+- generated image i comes from caption `eval_captions(...)[i]` and seed `eval_seeds(...)[i]`,
+  both fixed by (dataset, cfg.num, cfg.seed) alone, so two checkpoints evaluated with the same
+  config see identical captions and seeds;
+- the real set is the first `num` dataset images (cycling when the dataset is smaller) at the
+  sampler's resolution, area down-sampled from the dataset's own resolution like the
+  training images were;
+- FD / KID / precision-recall use InceptionV3 pool3 features when `cfg.inception` names its
+  weights file (then FD is FID), else the sampler's own contrastive image encoder (numbers
+  then comparable only between checkpoints that share that encoder); `feature_space` in the
+  result says which;
+- SWD needs no network (ProGAN's Laplacian-pyramid patches);
+- alignment (mean cosine, R-precision) always uses the sampler's own contrastive model: it is
+  comparable between two checkpoints only when they share the text encoder.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stylegan_t2i.images import from_uint8, to_uint8
+from stylegan_t2i.measure import sync
+from stylegan_t2i.metrics import (
+    embed_images_and_captions,
+    extract_features,
+    frechet_distance_from_features,
+    kernel_inception_distance,
+    make_feature_extractor,
+    mean_cosine_alignment,
+    precision_recall,
+    r_precision,
+    sliced_wasserstein_distance,
+)
+
+METRICS = ("fd", "kid", "swd", "pr", "align")
+SEED_STRIDE = 1_000_000     # Image i of an evaluation with seed s uses noise seed s * SEED_STRIDE + i.
+SWD_PATCH = 7               # ProGAN's SWD neighbourhood side: the smallest resolution it can measure.
+
+
+def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate metric names (order kept, duplicates dropped); ValueError lists the valid ones."""
+    bad = [n for n in names if n not in METRICS]
+    if bad or not names:
+        raise ValueError(f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {','.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num:            int = 10_000            # Generated images, and real images they are compared with.
+    metrics:        tuple[str, ...] = METRICS   # Any of METRICS.
+    batch:          int = 64                # Images per sampler call and per feature pass.
+    seed:           int = 0                 # Fixes the caption choice and the noise seeds.
+    truncation:     float = 1.0             # GAN only: psi toward the caption's mean w.
+    steps:          int = 50                # DDPM only: denoising steps.
+    guidance:       float = 3.0             # DDPM only: classifier-free guidance scale.
+    sampler:        str = "ddim"            # DDPM only: 'ddim' or 'ddpm' (ancestral).
+    eta:            float = 0.0             # DDPM only: DDIM eta.
+    inception:      str | None = None       # InceptionV3 (pytorch-fid) weights file; None: encoder space.
+    kid_subsets:    int = 100               # KID: random subset pairs (Binkowski et al.: 100) ...
+    kid_subset_size: int = 1000             # ... of this many images (clipped to num).
+    pr_k:           int = 3                 # Precision/recall k-NN radius (Kynkaanniemi et al.: 3).
+    r_precision_distractors: int = 99       # R-precision: mismatched captions per image (clipped to num - 1).
+
+    def __post_init__(self) -> None:
+        check_metrics(self.metrics)
+        if self.num < 2 or self.batch < 1 or self.steps < 1:
+            raise ValueError(f"need num >= 2, batch >= 1 and steps >= 1 (got {self.num}, {self.batch}, {self.steps})")
+        if "pr" in self.metrics and self.num <= self.pr_k:
+            raise ValueError(f"precision/recall with k={self.pr_k} needs num > {self.pr_k}, got {self.num}")
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+
+
+def eval_captions(
+    captions:   Sequence[Sequence[str]],    # The dataset's captions: all captions of each image.
+    num:        int,                        # Evaluation items.
+    seed:       int,                        # Which of an image's captions each item uses.
+) -> list[str]:
+    """Item i -> one caption of image i mod len(captions), drawn from a generator seeded by
+    `seed` (per item, so a cycled image gets a fresh draw). Same arguments, same list."""
+    rng = np.random.default_rng(seed)
+    picks = rng.random(num)                 # One uniform per item: index = floor(u * count).
+    out = []
+    for i in range(num):
+        options = captions[i % len(captions)]
+        out.append(options[min(int(picks[i] * len(options)), len(options) - 1)])
+    return out
+
+
+def eval_seeds(num: int, seed: int) -> list[int]:
+    """Noise seed of item i: seed * SEED_STRIDE + i (disjoint ranges for seeds < SEED_STRIDE items)."""
+    return [seed * SEED_STRIDE + i for i in range(num)]
+
+
+def training_resolution(sampler: Any) -> int:
+    """The resolution the checkpoint was trained towards: a GAN snapshot taken mid-growth samples
+    below its final `max_res`, and its real images are then area down-sampled from `max_res`."""
+    return sampler.G.cfg.max_res if sampler.kind == "gan" else sampler.resolution
+
+
+def real_images_u8(
+    dataset:    Any,            # ImageLabelDataset (images at dataset.resolution >= res).
+    res:        int,            # Resolution of the real set.
+    num:        int,            # Images; the dataset is cycled when it is smaller.
+) -> torch.Tensor:
+    """img_u8 [num, 3, res, res]: dataset image i mod len(dataset), area down-sampled to res."""
+    images = dataset.view(res).images
+    return images[torch.arange(num) % images.shape[0]]
+
+
+def sample_options(sampler: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """Keyword arguments of `sampler.sample` for this config (GAN: truncation; DDPM: steps...)."""
+    if sampler.kind == "ddpm":
+        return {"steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler, "eta": cfg.eta}
+    return {"truncation": cfg.truncation}
+
+
+def generate_u8(
+    sampler:    Any,                # GanSampler / DdpmSampler (or anything with .sample).
+    captions:   Sequence[str],      # N captions.
+    seeds:      Sequence[int],      # N seeds.
+    cfg:        EvalConfig,
+    progress:   bool = True,
+) -> tuple[torch.Tensor, float]:
+    """(img_u8 [N, 3, R, R] on the CPU, seconds spent inside `sampler.sample`).
+
+    Images are kept as uint8, as a saved PNG would be (the metrics quantise to 8 bits anyway),
+    which holds 10k images at 256^2 in 2 GB rather than 8."""
+    opts, out, seconds = sample_options(sampler, cfg), [], 0.0
+    with tqdm(total=len(seeds), desc=f"generating ({sampler.kind})", unit="img", disable=not progress) as bar:
+        for i in range(0, len(seeds), cfg.batch):
+            start = time.perf_counter()
+            img = sampler.sample(list(captions[i:i + cfg.batch]), list(seeds[i:i + cfg.batch]), **opts)
+            sync(img.device)
+            seconds += time.perf_counter() - start
+            out.append(to_uint8(img).permute(0, 3, 1, 2))     # [n, H, W, 3] -> [n, 3, H, W]
+            bar.update(img.shape[0])
+    return torch.cat(out), seconds
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Content hash of a module's state (names and bytes): equal for identical weights. Two
+    checkpoints share cached real features only when their image encoders' hashes agree."""
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _extractor(cfg: EvalConfig, bundle: Any, device, cache: dict):
+    """InceptionV3 (loaded once per cache) when cfg.inception is set, else the bundle's image encoder."""
+    if cfg.inception is None:
+        return make_feature_extractor(None, bundle, device)
+    if ("inception", cfg.inception) not in cache:
+        cache["inception", cfg.inception] = make_feature_extractor(cfg.inception, None, device)
+    return cache["inception", cfg.inception]
+
+
+def _real_features(extractor, bundle, real_u8, cfg, device, progress, cache) -> torch.Tensor:
+    """Features of the real set, memoised in `cache` by (feature space, resolution, num)."""
+    if cfg.inception is not None:
+        space = f"inception:{cfg.inception}"
+    else:
+        space = f"encoder:{module_fingerprint(bundle.model.image_encoder)}"
+    key = ("features", space, real_u8.shape[-1], real_u8.shape[0])
+    if key not in cache:
+        cache[key] = extract_features(extractor, real_u8.split(cfg.batch), cfg.batch, device, progress)
+    return cache[key]
+
+
+def _distribution_metrics(real_f: torch.Tensor, fake_f: torch.Tensor, cfg: EvalConfig, device) -> dict:
+    """FD, KID (mean, std over subsets) and precision/recall, as requested, in one feature space."""
+    out: dict[str, Any] = {}
+    if "fd" in cfg.metrics:
+        out["fd"] = frechet_distance_from_features(real_f, fake_f)
+    if "kid" in cfg.metrics:
+        out["kid"], out["kid_std"] = kernel_inception_distance(
+            real_f, fake_f, num_subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size, seed=cfg.seed)
+    if "pr" in cfg.metrics:
+        out["precision"], out["recall"] = precision_recall(real_f, fake_f, k=cfg.pr_k, device=device)
+    return out
+
+
+def _swd(real_u8: torch.Tensor, fake_u8: torch.Tensor, cfg: EvalConfig) -> dict:
+    """ProGAN SWD; the coarsest level is 16 (ProGAN) or the image size when that is smaller."""
+    res = real_u8.shape[-1]
+    result = sliced_wasserstein_distance(from_uint8(real_u8), from_uint8(fake_u8), min_res=min(16, res),
+                                         seed=cfg.seed, batch_size=cfg.batch)
+    return {"swd": result.mean, "swd_levels": {str(r): d for r, d in zip(result.level_res, result.level_dists)}}
+
+
+@torch.no_grad()
+def _alignment(bundle: Any, fake_u8: torch.Tensor, captions: Sequence[str], cfg: EvalConfig) -> dict:
+    """Mean cosine and R-precision of generated images with their captions (contrastive model)."""
+    img_emb, txt_emb = [], []
+    for i in range(0, fake_u8.shape[0], cfg.batch):
+        img = from_uint8(fake_u8[i:i + cfg.batch]).to(bundle.device)
+        a, b = embed_images_and_captions(bundle, img, captions[i:i + cfg.batch])
+        img_emb.append(a.cpu())
+        txt_emb.append(b.cpu())
+    img_emb, txt_emb = torch.cat(img_emb), torch.cat(txt_emb)
+    distractors = min(cfg.r_precision_distractors, fake_u8.shape[0] - 1)
+    return {"alignment": mean_cosine_alignment(img_emb, txt_emb),
+            "r_precision": r_precision(img_emb, txt_emb, num_distractors=distractors, seed=cfg.seed),
+            "r_precision_distractors": distractors}
+
+
+def evaluate_sampler(
+    sampler:    Any,                        # From inference.load_sampler (kind, resolution, text, kimg, sample).
+    dataset:    Any,                        # ImageLabelDataset at resolution >= sampler.resolution.
+    cfg:        EvalConfig,
+    device:     torch.device | str,         # Where InceptionV3 and the precision/recall distances run.
+    progress:   bool = True,                # tqdm bars for generation and features.
+    cache:      dict | None = None,         # Reused across calls: real images/features computed once.
+) -> dict[str, Any]:
+    """Generate cfg.num images and score them against cfg.num real ones (see the module docstring).
+
+    Returns metadata (kind, checkpoint_kimg, resolution, num, feature_space, sampling options,
+    sampling_seconds, images_per_second) and, per requested metric: fd; kid, kid_std;
+    swd, swd_levels ({resolution: SWD x 1e3}); precision, recall; alignment, r_precision,
+    r_precision_distractors. A `cache` dict must not be shared between different datasets."""
+    cache = {} if cache is None else cache
+    res = sampler.resolution
+    if "swd" in cfg.metrics and res < SWD_PATCH:
+        raise ValueError(f"swd needs images of at least {SWD_PATCH}x{SWD_PATCH}; this sampler makes "
+                         f"{res}x{res} (leave swd out of the metrics)")
+    needs_features = any(m in cfg.metrics for m in ("fd", "kid", "pr"))
+    # Built first, so a bad InceptionV3 path fails before a long generation.
+    extractor = _extractor(cfg, sampler.text, device, cache) if needs_features else None
+    captions, seeds = eval_captions(dataset.captions, cfg.num, cfg.seed), eval_seeds(cfg.num, cfg.seed)
+    fake_u8, seconds = generate_u8(sampler, captions, seeds, cfg, progress)
+    assert fake_u8.shape == (cfg.num, 3, res, res), fake_u8.shape
+    if ("images", res, cfg.num) not in cache:
+        cache["images", res, cfg.num] = real_images_u8(dataset, res, cfg.num)
+    real_u8 = cache["images", res, cfg.num]
+    result: dict[str, Any] = {
+        "kind": sampler.kind, "checkpoint_kimg": float(sampler.kimg), "resolution": res, "num": cfg.num,
+        "metrics": list(cfg.metrics), "seed": cfg.seed, **sample_options(sampler, cfg),
+        "feature_space": extractor.name if extractor is not None else None,
+        "sampling_seconds": seconds, "images_per_second": cfg.num / seconds if seconds > 0 else math.inf,
+    }
+    if needs_features:
+        feat_device = device if cfg.inception is not None else sampler.text.device
+        real_f = _real_features(extractor, sampler.text, real_u8, cfg, feat_device, progress, cache)
+        fake_f = extract_features(extractor, fake_u8.split(cfg.batch), cfg.batch, feat_device, progress)
+        result.update(_distribution_metrics(real_f, fake_f, cfg, device))
+    if "swd" in cfg.metrics:
+        result.update(_swd(real_u8, fake_u8, cfg))
+    if "align" in cfg.metrics:
+        result.update(_alignment(sampler.text, fake_u8, captions, cfg))
+    return result
+

@@ -1,0 +1,128 @@
+"""Data-parallel training: `torchrun --nproc_per_node 2` (gloo, CPU) of each entry point gives
+the weights of one process with the same global batch and seed; and the pieces that make that
+exact (batch shares, gradient reduction, the mismatched-caption pairing)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_progan
+from datasets.demo_scenes import generate_demo_dataset
+from stylegan_t2i.batch_share import BatchShare, whole_batch
+from stylegan_t2i.checkpoint import load_checkpoint
+from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.training.gan_trainer import GanTrainer
+from tools import train_ddpm, train_text_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two growth stages (4x4, then an 8x8 fade-in): progressive training leaves different
+# parameters unused at each stage. Global batch 8 = 2 ranks x 4 = one minibatch-std group each.
+GAN_ARGS = ["--max_res", "8", "--batch", "8", "--kimg_per_stage", "0.016", "--total_kimg", "0.040",
+            "--snapshot_kimg", "1", "--seed", "3", "--device", "cpu"]
+DDPM_ARGS = ["--max_res", "8", "--batch", "8", "--total_kimg", "0.032", "--snapshot_kimg", "1",
+             "--sample_steps", "2", "--seed", "3", "--device", "cpu"]
+TEXT_ARGS = ["--steps", "6", "--batch", "16", "--resolution", "16", "--seed", "3", "--device", "cpu",
+             "--no_progress"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    image_dir, label_dir = generate_demo_dataset(root, resolution=16, num_images=32)
+    return ["--image_dir", str(image_dir), "--label_dir", str(label_dir)]
+
+
+@pytest.fixture(scope="module")
+def text_encoder(data, tmp_path_factory):
+    run = train_text_encoder.main(data + TEXT_ARGS + ["--out", str(tmp_path_factory.mktemp("te"))])
+    return run / "text_encoder.pt"
+
+
+def torchrun(script: str, args: list[str], nproc: int = 2) -> None:
+    """Run `script` under torchrun on CPU (gloo), one thread per rank."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(ROOT / script)] + args
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for name, t in a.items():
+        if t.is_floating_point():
+            torch.testing.assert_close(b[name], t, rtol=1e-4, atol=1e-5, msg=lambda m: f"{what}.{name}: {m}")
+        else:
+            assert torch.equal(b[name], t), f"{what}.{name}"
+
+
+def test_gan_two_processes_match_one(data, text_encoder, tmp_path):
+    args = data + GAN_ARGS + ["--text_encoder", str(text_encoder)]
+    one = train_progan.main(args + ["--out", str(tmp_path / "one")])
+    torchrun("train_progan.py", args + ["--out", str(tmp_path / "two")])
+    two = next((tmp_path / "two").glob("*/network-final.pt"))
+    ck1, ck2 = load_checkpoint(one, kinds="gan"), load_checkpoint(two, kinds="gan")
+    assert ck1["progress"] == ck2["progress"] and ck1["progress"]["stage"] == 1
+    for net in ("G", "D", "G_ema"):
+        assert_same_tensors(ck1[net], ck2[net], net)
+    assert torch.equal(ck1["rng"]["torch"], ck2["rng"]["torch"])   # Every rank drew the global batch.
+    assert ck1["rng"]["sampler"] == ck2["rng"]["sampler"]
+    # Only rank 0 wrote: one run directory with one log.
+    assert len(list((tmp_path / "two").iterdir())) == 1
+
+
+def test_ddpm_two_processes_match_one(data, text_encoder, tmp_path):
+    args = data + DDPM_ARGS + ["--text_encoder", str(text_encoder)]
+    one = train_ddpm.main(args + ["--out", str(tmp_path / "one")])
+    torchrun("tools/train_ddpm.py", args + ["--out", str(tmp_path / "two")])
+    two = next((tmp_path / "two").glob("*/network-final.pt"))
+    ck1, ck2 = load_checkpoint(one, kinds="ddpm"), load_checkpoint(two, kinds="ddpm")
+    assert ck1["progress"] == ck2["progress"]
+    for net in ("unet", "unet_ema"):
+        assert_same_tensors(ck1[net], ck2[net], net)
+
+
+def test_text_encoder_two_processes_match_one(data, text_encoder, tmp_path):
+    torchrun("tools/train_text_encoder.py", data + TEXT_ARGS + ["--out", str(tmp_path)])
+    one = load_checkpoint(text_encoder, kinds="text_encoder")
+    two = load_checkpoint(next(tmp_path.glob("*/text_encoder.pt")), kinds="text_encoder")
+    assert_same_tensors(one["model"], two["model"], "model")
+
+
+def test_batch_share_slices_a_global_draw():
+    share = BatchShare(8, 4, 8)
+    torch.manual_seed(0)
+    full = torch.randn(8, 3)
+    torch.manual_seed(0)
+    torch.testing.assert_close(share.randn(3), full[4:])
+    assert share.take(list(range(8))) == [4, 5, 6, 7] and share.size == 4
+    assert whole_batch(5) == BatchShare(5, 0, 5)
+    assert Distributed(rank=1, world_size=2).share(8) == share
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        Distributed(rank=0, world_size=3).share(8)
+
+
+def test_reduce_gradients_flags_non_finite_loss_or_gradient():
+    dist = Distributed()
+    w = torch.nn.Parameter(torch.ones(3))
+    (w * 2).sum().backward()
+    assert dist.reduce_gradients_([w], torch.tensor(1.0))
+    assert not dist.reduce_gradients_([w], torch.tensor(float("nan")))
+    w.grad[1] = float("inf")
+    assert not dist.reduce_gradients_([w], torch.tensor(1.0))
+
+
+def test_mismatched_captions_roll_the_global_batch():
+    """Sample i is paired with caption i - 1 of the global batch, on every rank alike."""
+    trainer = GanTrainer.__new__(GanTrainer)
+    table = {c: torch.full((2,), float(i)) for i, c in enumerate("abcdefgh")}
+    trainer.embed_captions = lambda caps: torch.stack([table[c] for c in caps])
+    captions = list("abcdefgh")
+    text, wrong = trainer.text_and_mismatched(captions, whole_batch(8))
+    torch.testing.assert_close(wrong, text.roll(1, dims=0))
+    halves = [trainer.text_and_mismatched(captions, BatchShare(8, s, s + 4)) for s in (0, 4)]
+    torch.testing.assert_close(torch.cat([w for _, w in halves]), wrong)
+    torch.testing.assert_close(torch.cat([t for t, _ in halves]), text)
