@@ -160,6 +160,9 @@ def main(argv=None) -> list[dict[str, float]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f'machine: {machine_description(device)}')
+    # One discarded row first: the process's first-use costs (thread pool, allocator growth)
+    # made whichever resolution came first 1.8x slower in the G forward, warm-up calls or not.
+    measure(resolutions[0], args, device)
     rows = [measure(res, args, device) for res in resolutions]
     print(format_table(rows, device, args.repeats, args.warmup))
     return rows

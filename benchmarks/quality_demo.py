@@ -192,8 +192,9 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def checkpoint_generator(path: str, device: torch.device, truncation: float) -> tuple[GenerateFn, int]:
-    """(generate_fn, resolution) of a trained checkpoint through stylegan_t2i.inference."""
+def checkpoint_generator(path: str, device: torch.device, options: dict) -> tuple[GenerateFn, int]:
+    """(generate_fn, resolution) of a trained checkpoint through stylegan_t2i.inference;
+    `options` are the sampler's keyword arguments (GAN: truncation; DDPM: steps, guidance, ...)."""
     from stylegan_t2i.checkpoint import CheckpointError
     from stylegan_t2i.inference import load_sampler
     try:
@@ -202,8 +203,16 @@ def checkpoint_generator(path: str, device: torch.device, truncation: float) -> 
         raise SystemExit(str(e)) from None
 
     def generate(captions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-        return sampler.sample(list(captions), list(seeds), truncation=truncation).cpu()
+        return sampler.sample(list(captions), list(seeds), **options).cpu()
     return generate, int(sampler.resolution)
+
+
+def sample_options(args: argparse.Namespace) -> dict:
+    """The sampling flags that apply to the checkpoint's kind (read from the file's tag)."""
+    from stylegan_t2i.training.run_files import checkpoint_kind
+    if checkpoint_kind(Path(args.checkpoint)) == "ddpm":
+        return {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "guidance": args.guidance}
+    return {"truncation": args.truncation}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,7 +231,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0,
                    help="base seed of images, subset and real references (default: 0)")
     p.add_argument("--truncation", type=float, default=1.0,
-                   help="truncation psi for --checkpoint sampling (default: 1)")
+                   help="GAN checkpoints: truncation psi (default: 1)")
+    p.add_argument("--steps", type=int, default=50, help="DDPM checkpoints: denoising steps (default: 50)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim",
+                   help="DDPM checkpoints: 'ddim' or ancestral 'ddpm' (default: ddim)")
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="DDPM checkpoints: DDIM eta, 0 deterministic, 1 = DDPM variance (default: 0)")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="DDPM checkpoints: classifier-free guidance scale (default: 3)")
     p.add_argument("--data_root", default=None,
                    help="demo dataset folder the classifier trains on (default: datasets/demo)")
     p.add_argument("--classifier", default=None,
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.real:
         generate_fn, gen_res = real_generator(), 64
     else:
-        generate_fn, gen_res = checkpoint_generator(args.checkpoint, device, args.truncation)
+        generate_fn, gen_res = checkpoint_generator(args.checkpoint, device, sample_options(args))
     start = time.perf_counter()
     result = evaluate_generator(generate_fn, classifier, args.resolution, args.num_per_combo, args.seed,
                                 max_seen_combos=args.max_seen_combos)
