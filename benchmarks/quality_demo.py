@@ -192,9 +192,9 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def checkpoint_generator(path: str, device: torch.device, options: dict) -> tuple[GenerateFn, int]:
+def checkpoint_generator(path: str, device: torch.device, options: dict[str, dict]) -> tuple[GenerateFn, int]:
     """(generate_fn, resolution) of a trained checkpoint through stylegan_t2i.inference;
-    `options` are the sampler's keyword arguments (GAN: truncation; DDPM: steps, guidance, ...)."""
+    `options[kind]` are the keyword arguments of that kind's sampler (see `sample_options`)."""
     from stylegan_t2i.checkpoint import CheckpointError
     from stylegan_t2i.inference import load_sampler
     try:
@@ -203,16 +203,14 @@ def checkpoint_generator(path: str, device: torch.device, options: dict) -> tupl
         raise SystemExit(str(e)) from None
 
     def generate(captions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-        return sampler.sample(list(captions), list(seeds), **options).cpu()
+        return sampler.sample(list(captions), list(seeds), **options[sampler.kind]).cpu()
     return generate, int(sampler.resolution)
 
 
-def sample_options(args: argparse.Namespace) -> dict:
-    """The sampling flags that apply to the checkpoint's kind (read from the file's tag)."""
-    from stylegan_t2i.training.run_files import checkpoint_kind
-    if checkpoint_kind(Path(args.checkpoint)) == "ddpm":
-        return {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "guidance": args.guidance}
-    return {"truncation": args.truncation}
+def sample_options(args: argparse.Namespace) -> dict[str, dict]:
+    """The sampling flags, per checkpoint kind (the loaded sampler picks its own)."""
+    return {"gan": {"truncation": args.truncation},
+            "ddpm": {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "guidance": args.guidance}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

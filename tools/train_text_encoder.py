@@ -40,6 +40,7 @@ from stylegan_t2i.text.pretrain import (  # noqa: E402
     roc_auc,
     save_text_encoder,
 )
+from train_progan import check_batches_split  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,10 +134,7 @@ def train(args: argparse.Namespace, dist: Distributed, device: torch.device) -> 
         dataset, name, is_demo = load_dataset(args)
     cfg = dataclasses.replace(PretrainConfig(), resolution=args.resolution, steps=args.steps, batch=args.batch,
                               lr=args.lr, seed=args.seed)
-    try:
-        dist.local_batch(min(cfg.batch, len(dataset)))
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    check_batches_split(dist, [min(cfg.batch, len(dataset))])
     run_dir = dist.broadcast_object(create_run_dir(args.out, f"textenc-{name}-{args.resolution}")
                                     if dist.is_main else None, device)
     if dist.is_main:
