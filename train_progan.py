@@ -77,8 +77,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     sched.add_argument("--batch", type=int, help="minibatch size (global across processes)")
     sched.add_argument("--lr", type=float, help="Adam learning rate of G and D")
     sched.add_argument("--n_critic", type=int, default=1, help="critic steps per generator step (default: 1)")
+    loss = p.add_argument_group("losses")
+    loss.add_argument("--align_weight", type=float, default=TrainConfig.align_weight,
+                      help="weight of the generator's image-caption alignment loss in the frozen contrastive "
+                           f"encoder's space; 0 turns it off (default: {TrainConfig.align_weight:g})")
+    loss.add_argument("--negatives", type=int, default=TrainConfig.negatives,
+                      help="hard-negative captions scored against each real image in the critic's matching "
+                           f"term (default: {TrainConfig.negatives})")
     args = p.parse_args(argv)
     check_data_arguments(p, args)
+    if args.align_weight < 0 or args.negatives < 1:
+        p.error("--align_weight must be >= 0 and --negatives >= 1")
     return args
 
 
@@ -89,7 +98,7 @@ def schedule_config(args) -> ScheduleConfig:
     if args.total_kimg is not None:
         overrides["total_kimg"] = args.total_kimg
     if args.kimg_per_stage is not None:
-        overrides.update(stable_kimg=args.kimg_per_stage, fade_kimg=args.kimg_per_stage)
+        overrides.update(stable_kimg=args.kimg_per_stage, fade_kimg=args.kimg_per_stage, kimg_by_res=())
     if args.batch is not None:
         overrides.update(batch=args.batch, batch_by_res=())
     if args.lr is not None:
@@ -163,7 +172,8 @@ def build(args, resumed: dict | None, text_dim: int):
     else:
         sched_cfg = schedule_config(args)
         g_cfg, d_cfg = cpu_demo_configs(text_dim, max_res=sched_cfg.max_res)
-        train_cfg = TrainConfig(n_critic=args.n_critic, seed=args.seed, snapshot_kimg=args.snapshot_kimg)
+        train_cfg = TrainConfig(n_critic=args.n_critic, seed=args.seed, snapshot_kimg=args.snapshot_kimg,
+                                align_weight=args.align_weight, negatives=args.negatives)
     torch.manual_seed(train_cfg.seed)
     configs = {"generator": config_to_dict(g_cfg), "critic": config_to_dict(d_cfg),
                "schedule": config_to_dict(sched_cfg), "train": config_to_dict(train_cfg)}

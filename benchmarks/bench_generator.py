@@ -6,13 +6,14 @@ is built and run fully grown (final stage, alpha = 1), with batch B:
   G fwd img/s      : B / time of one G_ema forward without grad (random z and random text
                      embeddings [B, text_dim]; noise_mode='const' and float32, as generate.py).
   train step img/s : B / time of one GanTrainer iteration with n_critic = 1, by calling the
-                     real `GanTrainer.critic_step` (D on reals, fakes and mismatched captions,
-                     WGAN-GP with double backward, Adam step), `generator_step` (G forward, D on
-                     fakes, Adam step) and `update_ema` on a GanTrainer without a run dir.
-                     The reals are a fixed in-memory batch in [-1, 1] and the sentence
-                     embeddings are random (the mismatched ones are the same rolled by one row,
-                     as `GanTrainer.text_and_mismatched` pairs captions), so data loading and the
-                     frozen text encoder (which `fit` also runs each iteration) are not timed.
+                     real `GanTrainer.critic_step` (D's trunk on reals scored against their
+                     captions and TrainConfig.negatives hard negatives, D on fakes, WGAN-GP with
+                     double backward, Adam step), `generator_step` (G forward, D on fakes, the
+                     alignment loss through the demo-size image encoder, Adam step) and
+                     `update_ema` on a GanTrainer without a run dir. The reals are a fixed
+                     in-memory batch in [-1, 1] and the sentence embeddings are random, so data
+                     loading, the text encoder and the negative draw (which `fit` also runs each
+                     iteration) are not timed.
                      On CUDA the steps use the trainer's bfloat16 autocast (TrainConfig.amp).
   peak MiB         : CPU: peak RSS of the process (VmHWM, reset per resolution, so it includes
                      the interpreter and libraries); CUDA: torch.cuda.max_memory_allocated.
@@ -44,8 +45,9 @@ from stylegan_t2i.measure import (machine_description, median_ms, memory_label, 
 from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.critic import Critic
 from stylegan_t2i.models.generator import Generator
-from stylegan_t2i.text.pretrain import PretrainConfig
-from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
+from stylegan_t2i.text.contrastive import ContrastiveModel
+from stylegan_t2i.text.pretrain import PretrainConfig, TextEncoderBundle, model_configs
+from stylegan_t2i.training.gan_trainer import GanTrainer, StepText, TrainConfig
 from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, cpu_demo_schedule
 
 COLUMNS = ('res', 'batch', 'G fwd img/s', 'train step img/s')
@@ -69,15 +71,18 @@ def build_trainer(
     text_dim:   int,                # Width of the sentence embedding.
     device:     torch.device,
 ) -> tuple[GanTrainer, Phase]:
-    """A GanTrainer on the cpu_demo networks with no run dir, text encoder or dataset (the
-    benchmark feeds reals and embeddings itself), and the final-stage, alpha = 1 phase."""
+    """A GanTrainer on the cpu_demo networks with no run dir or dataset (the benchmark feeds reals
+    and embeddings itself) and an untrained demo-size contrastive model (the alignment loss runs
+    its image tower; no tokenizer is needed), and the final-stage, alpha = 1 phase."""
     g_cfg, d_cfg = cpu_demo_configs(text_dim, max_res=res)
     group = min(d_cfg.mbstd_group_size, batch)
     if batch % group:
         raise SystemExit(f'bench_generator.py: --batch {batch} must be divisible by the critic\'s '
                          f'minibatch-std group size {group}; use a multiple of {d_cfg.mbstd_group_size}')
     schedule = ProgressiveSchedule(cpu_demo_schedule(max_res=res))
-    trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=None, dataset=None, sampler=(),
+    text_cfg, image_cfg = model_configs(PretrainConfig(), vocab_size=64)
+    bundle = TextEncoderBundle(None, ContrastiveModel(text_cfg, image_cfg).to(device), text_cfg, image_cfg)
+    trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=bundle, dataset=None, sampler=(),
                          schedule=schedule, cfg=TrainConfig(), run_dir=None, device=device,
                          sample_prompts=[], configs={}, progress=False)
     phase = Phase(stage=g_cfg.num_stages - 1, alpha=1.0, res=res, batch=batch, lr=schedule.cfg.lr)
@@ -89,13 +94,12 @@ def train_iteration(
     phase:      Phase,
     share:      BatchShare,         # trainer.dist.share(phase.batch): the whole batch in one process.
     reals:      torch.Tensor,       # [B, 3, R, R] in [-1, 1].
-    text:       torch.Tensor,       # [B, text_dim] sentence embeddings.
-    wrong_text: torch.Tensor,       # [B, text_dim] mismatched embeddings for the matching-aware term.
+    step_text:  StepText,           # The batch's captions and hard negatives, embedded.
 ) -> None:
     """The body of `GanTrainer.fit` for n_critic = 1, minus data loading and text encoding."""
-    trainer.critic_step(phase, share, reals, text, wrong_text)
+    trainer.critic_step(phase, share, reals, step_text)
     trainer.nimg += phase.batch
-    trainer.generator_step(phase, share, text)
+    trainer.generator_step(phase, share, step_text)
     trainer.update_ema(phase.batch)
     trainer.step += 1
 
@@ -108,8 +112,11 @@ def measure(res: int, args: argparse.Namespace, device: torch.device) -> dict[st
     b = args.batch
     reals = torch.rand(b, 3, res, res, device=device) * 2 - 1   # [B, 3, R, R] in [-1, 1]
     text = torch.randn(b, args.text_dim, device=device)         # [B, text_dim]
-    # Sample i gets caption i - 1, as GanTrainer.text_and_mismatched pairs them.
-    wrong_text = text.roll(1, dims=0)
+    k = trainer.cfg.negatives
+    unit = torch.randn(b, trainer.text.image_cfg.embed_dim, device=device)
+    step_text = StepText(text=text, unit=torch.nn.functional.normalize(unit, dim=1),
+                         wrong=torch.randn(b, k, args.text_dim, device=device),
+                         wrong_valid=torch.ones(b, k, dtype=torch.bool, device=device))
     share = trainer.dist.share(phase.batch)
     z = torch.randn(b, trainer.G.cfg.z_dim, device=device)      # [B, z_dim]
     reset_peak_memory(device)
@@ -120,7 +127,7 @@ def measure(res: int, args: argparse.Namespace, device: torch.device) -> dict[st
 
     assert g_forward().shape == (b, 3, res, res)
     g_ms = median_ms(g_forward, device, args.warmup, args.repeats)
-    step_ms = median_ms(lambda: train_iteration(trainer, phase, share, reals, text, wrong_text), device,
+    step_ms = median_ms(lambda: train_iteration(trainer, phase, share, reals, step_text), device,
                         args.warmup, args.repeats)
     return {'res': res, 'batch': b, 'G fwd img/s': b / g_ms * 1e3, 'train step img/s': b / step_ms * 1e3,
             'peak': peak_memory_mib(device)}

@@ -7,7 +7,7 @@ Prints, per op and resolution, the median time of
 for impl='ref' and, when CUDA is present, impl='cuda' with the ref/cuda ratio.
 Then it compares, for the GP case, the ref upfirdn2d (custom backward that is
 itself an upfirdn2d) with the same op written as zero insertion + pad +
-grouped conv2d left to autograd, which justifies the design (DESIGN.md, Ops).
+grouped conv2d left to autograd, which justifies the design (docs/architecture.md, "Ops").
 
     python benchmarks/bench_ops.py [--batch 16] [--repeats 5] [--warmup 2]
 

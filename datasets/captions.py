@@ -22,24 +22,16 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
-MAX_EXAMPLES = 5
+from stylegan_t2i.data.converter_report import SkippedByReason
 
 
 @dataclasses.dataclass
-class ConvertReport:
+class ConvertReport(SkippedByReason):
     num_images:   int = 0       # images written with captions
     num_captions: int = 0       # caption lines written
-    skipped:      dict[str, list[str]] = dataclasses.field(default_factory=dict)  # kind -> every name
-
-    def skip(self, kind: str, name: str) -> None:
-        self.skipped.setdefault(kind, []).append(name)
 
     def summary(self) -> str:
-        lines = [f"Wrote {self.num_images} images with {self.num_captions} captions"]
-        for kind, names in self.skipped.items():
-            more = " ..." if len(names) > MAX_EXAMPLES else ""
-            lines.append(f"  {len(names):6d} skipped ({kind}): {', '.join(names[:MAX_EXAMPLES])}{more}")
-        return "\n".join(lines)
+        return "\n".join([f"Wrote {self.num_images} images with {self.num_captions} captions"] + self.skip_lines())
 
 
 def _clean(caption: str) -> str:

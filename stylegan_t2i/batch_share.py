@@ -3,7 +3,7 @@
 Random inputs (latents, per-pixel noise, interpolation factors, timesteps) are drawn for the
 whole global batch from the RNG state every rank shares, then sliced: a rank then draws
 exactly what one process draws for the same samples, and all ranks' RNG states stay equal
-(see training/distributed.py).
+(see stylegan_t2i/distributed.py).
 """
 from __future__ import annotations
 

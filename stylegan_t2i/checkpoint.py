@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors, numbers, strings, bytes, lists and dicts:
 
     {"format": "stylegan_t2i", "version": FORMAT_VERSION, "kind": "gan" | "ddpm" | "text_encoder", ...}
 
-Nothing in it is code, so loading never unpickles classes (DESIGN.md, Checkpoints).
+Nothing in it is code, so loading never unpickles classes (docs/architecture.md, "Checkpoints").
 """
 from __future__ import annotations
 

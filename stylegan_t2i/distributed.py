@@ -1,4 +1,4 @@
-"""Data-parallel training under `torchrun` (DESIGN.md: same results as one process with the
+"""Data-parallel training under `torchrun` (docs/architecture.md, "Data parallelism": same results as one process with the
 same global batch).
 
 How the trainers use it, and why it is exact rather than approximately DDP:

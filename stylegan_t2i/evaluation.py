@@ -4,7 +4,7 @@
     result = evaluate_sampler(sampler, dataset, EvalConfig(num=10_000), device)
     result["fd"], result["kid"], result["precision"], result["alignment"], ...
 
-What is compared (DESIGN.md, "What is measured"):
+What is compared (docs/architecture.md, "What is measured"):
 - generated image i comes from caption `eval_captions(...)[i]` and seed `eval_seeds(...)[i]`,
   both fixed by (dataset, cfg.num, cfg.seed) alone, so two checkpoints evaluated with the same
   config see identical captions and seeds;

@@ -145,14 +145,14 @@ def test_bad_arguments_raise():
 # ----------------------------------------------------------------------------
 # impl='cuda' on CPU: fallback, env var, and the Python glue of the kernel call.
 
-def test_cuda_impl_on_cpu_tensor_falls_back_with_one_warning(monkeypatch):
+def test_cuda_impl_on_cpu_tensor_runs_the_reference_silently(monkeypatch):
     monkeypatch.delenv(cuda_build.REF_ENV_VAR, raising=False)
     monkeypatch.setattr(bias_act, '_loader', cuda_build.CudaExtensionLoader('t', ['missing.cu']))
     x, b = torch.randn(2, 3, 4), torch.randn(3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         ys = [bias_act.bias_act(x, b, act='lrelu') for _ in range(3)]
-    assert len(caught) == 1 and issubclass(caught[0].category, RuntimeWarning)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]   # CPU use is quiet
     for y in ys:
         torch.testing.assert_close(y, bias_act.bias_act(x, b, act='lrelu', impl='ref'))
 

@@ -1,6 +1,6 @@
 """Data-parallel training: `torchrun --nproc_per_node 2` (gloo, CPU) of each entry point gives
 the weights of one process with the same global batch and seed; and the pieces that make that
-exact (batch shares, gradient reduction, the mismatched-caption pairing)."""
+exact (batch shares, gradient reduction; the hard-negative draw is in test_negatives.py)."""
 import os
 import subprocess
 import sys
@@ -14,7 +14,6 @@ from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.batch_share import BatchShare, whole_batch
 from stylegan_t2i.checkpoint import load_checkpoint
 from stylegan_t2i.distributed import Distributed
-from stylegan_t2i.training.gan_trainer import GanTrainer
 from tools import train_ddpm, train_text_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,16 +112,3 @@ def test_reduce_gradients_flags_non_finite_loss_or_gradient():
     assert not dist.reduce_gradients_([w], torch.tensor(float("nan")))
     w.grad[1] = float("inf")
     assert not dist.reduce_gradients_([w], torch.tensor(1.0))
-
-
-def test_mismatched_captions_roll_the_global_batch():
-    """Sample i is paired with caption i - 1 of the global batch, on every rank alike."""
-    trainer = GanTrainer.__new__(GanTrainer)
-    table = {c: torch.full((2,), float(i)) for i, c in enumerate("abcdefgh")}
-    trainer.embed_captions = lambda caps: torch.stack([table[c] for c in caps])
-    captions = list("abcdefgh")
-    text, wrong = trainer.text_and_mismatched(captions, whole_batch(8))
-    torch.testing.assert_close(wrong, text.roll(1, dims=0))
-    halves = [trainer.text_and_mismatched(captions, BatchShare(8, s, s + 4)) for s in (0, 4)]
-    torch.testing.assert_close(torch.cat([w for _, w in halves]), wrong)
-    torch.testing.assert_close(torch.cat([t for t, _ in halves]), text)

@@ -31,7 +31,7 @@ from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.critic import Critic
 from stylegan_t2i.models.generator import Generator
 from stylegan_t2i.text.pretrain import PretrainConfig, load_text_encoder, pretrain_text_encoder, save_text_encoder
-from stylegan_t2i.training import run_files
+from stylegan_t2i.training import gan_trainer, run_files
 from stylegan_t2i.training.faults import TrainingDiverged
 from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
 from stylegan_t2i.training.schedule import ProgressiveSchedule, ScheduleConfig
@@ -204,26 +204,26 @@ def test_nonfinite_gan_steps_are_skipped_counted_and_stop_training(data, monkeyp
     phase = trainer.schedule.at(0)
     share = trainer.dist.share(phase.batch)
     reals, captions = trainer.next_reals(phase, share)
-    text, wrong_text = trainer.text_and_mismatched(captions, share)
+    step_text = trainer.step_text(captions, share)
     d_before, g_before = _state(trainer.D, trainer.opt_D), _state(trainer.G, trainer.opt_G)
 
     nan_reals = torch.full_like(reals, float("nan"))
     for _ in range(2):                                   # 2 < max_nonfinite: skipped, not fatal
-        trainer.critic_step(phase, share, nan_reals, text, wrong_text)
+        trainer.critic_step(phase, share, nan_reals, step_text)
     assert _same(_state(trainer.D, trainer.opt_D), d_before)
     assert all(p.grad is None for p in trainer.D.parameters())  # no NaN gradient left for a later step
-    trainer.critic_step(phase, share, reals, text, wrong_text)  # a good step resets the count ...
+    trainer.critic_step(phase, share, reals, step_text)  # a good step resets the count ...
     assert not _same(_state(trainer.D, trainer.opt_D), d_before)
 
     critic_forward = trainer.D.forward                   # a critic scoring NaN (still on the graph)
     monkeypatch.setattr(trainer.D, "forward", lambda *args: critic_forward(*args) * float("nan"))
     for _ in range(2):
-        trainer.generator_step(phase, share, text)
+        trainer.generator_step(phase, share, step_text)
     assert _same(_state(trainer.G, trainer.opt_G), g_before)
     assert trainer.stats.flush()["Faults/nonfinite_steps"] == 4
 
     with pytest.raises(TrainingDiverged, match="3 non-finite losses or gradients in a row") as failure:
-        trainer.generator_step(phase, share, text)       # ... so only the third bad one in a row stops
+        trainer.generator_step(phase, share, step_text)       # ... so only the third bad one in a row stops
     assert "\n" not in str(failure.value) and "--resume" in str(failure.value)
     assert _same(_state(trainer.G, trainer.opt_G), g_before)
 
@@ -260,3 +260,13 @@ def test_divergence_in_fit_never_overwrites_the_last_good_checkpoint(data, tmp_p
     assert all(torch.isfinite(t).all() for net in ("G", "G_ema", "D") for t in ck[net].values()
                if t.is_floating_point())
     trainer.log.close()
+
+
+def test_ema_half_life_counts_every_critic_batch(data, monkeypatch):
+    """With n_critic = 2 one G step follows 2 batches of reals: the EMA decay of that step is
+    for 2 batches of images, so the half-life stays in images."""
+    trainer = _tiny_trainer(data, None, n_critic=2, ema_rampup=None, ema_kimg=0.1)
+    betas = []
+    monkeypatch.setattr(gan_trainer, "update_ema", lambda ema, net, beta: betas.append(beta))
+    trainer.fit(total_kimg=2 * BATCH / 1000)
+    assert betas == [pytest.approx(0.5 ** (2 * BATCH / 100))]

@@ -3,7 +3,7 @@
 - `ImageLabelDataset` on a folder of random files (valid, empty, random, truncated or mutated
   images, absurd declared sizes, under random unicode or non-UTF-8 names and any extension;
   captions of random bytes, invalid UTF-8, whitespace, very long lines) either builds, with every
-  unusable file counted in its `SkipReport` exactly as DESIGN.md "Data format" says, or raises
+  unusable file counted in its `SkipReport` exactly as docs/architecture.md "Data format" says, or raises
   `DatasetError` with a one-line message. Anything else is a bug.
 - `Tokenizer.encode` on any text: ids inside the vocabulary laid out as bos, pieces, eos, pad.
 - `Tokenizer.from_bytes` on random or damaged model bytes: ValueError / RuntimeError with a
@@ -118,7 +118,7 @@ def _write(root: Path, relative: bytes, data: bytes) -> str:
 
 
 def _caption_lines(data: bytes) -> tuple[list[str], str | None]:
-    """What a caption file holds by DESIGN.md: non-blank stripped lines, or why it is skipped."""
+    """What a caption file holds by docs/architecture.md: non-blank stripped lines, or why it is skipped."""
     if not data:
         return [], "zero_byte_caption"
     try:
@@ -150,7 +150,7 @@ def _write_folder(root: Path, samples: list[dict]) -> dict:
 
 
 def _expected(images: dict, caption_stems: set, root: Path) -> dict:
-    """DESIGN.md "Data format" applied by hand, in scan.py's order of checks: extra images of a
+    """docs/architecture.md "Data format" applied by hand, in scan.py's order of checks: extra images of a
     stem are duplicates; then a missing image, a missing caption, a zero-byte image, an unusable
     caption file; what remains is a candidate that decoding decides."""
     counts, candidates = {}, {}

@@ -4,9 +4,11 @@ import torch
 from stylegan_t2i.training.losses import (
     MISMATCH_MARGIN,
     MISMATCH_WEIGHT,
+    alignment_loss,
     critic_loss,
-    gradient_penalty,
     generator_loss,
+    gradient_penalty,
+    translate,
 )
 
 
@@ -85,3 +87,40 @@ def test_generator_loss_is_negative_mean():
     torch.testing.assert_close(loss, torch.tensor(-1.0))
     loss.backward()
     torch.testing.assert_close(scores.grad, torch.full([3], -1 / 3))
+
+
+def test_mismatch_over_several_negatives_per_image_and_invalid_pairs():
+    real = torch.tensor([1.0, 3.0], requires_grad=True)
+    wrong = torch.tensor([[0.5, 2.0], [1.5, 0.0]], requires_grad=True)   # gaps 0.5, -1 | 1.5, 3
+    valid = torch.tensor([[True, False], [True, True]])
+    out = critic_loss(real, torch.zeros(2), wrong, drift=0.0, mismatch_valid=valid)
+    # Mean over all 4 pairs, the invalid one counting 0: (0.5 + 0 + 0 + 0) / 4.
+    torch.testing.assert_close(out["mismatch"], torch.tensor(MISMATCH_WEIGHT * 0.5 / 4))
+    out["loss"].backward()
+    torch.testing.assert_close(wrong.grad, torch.tensor([[MISMATCH_WEIGHT / 4, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(real.grad, torch.tensor([-0.5 - MISMATCH_WEIGHT / 4, -0.5]))
+
+
+def test_alignment_loss_is_one_minus_cosine_and_pulls_toward_the_caption():
+    text = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    torch.testing.assert_close(alignment_loss(text, text), torch.tensor(0.0))
+    torch.testing.assert_close(alignment_loss(-text, text), torch.tensor(2.0))
+    raw = torch.randn(3, 8, requires_grad=True)
+    loss = alignment_loss(torch.nn.functional.normalize(raw, dim=1), text)
+    expected = (1 - torch.nn.functional.cosine_similarity(raw, text, dim=1)).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    stepped = torch.nn.functional.normalize(raw.detach() - 0.1 * raw.grad, dim=1)
+    assert alignment_loss(stepped, text) < loss
+
+
+def test_translate_moves_content_by_the_given_fraction():
+    img = torch.zeros(2, 1, 8, 8)
+    img[:, :, 3, 2] = 1.0                                         # one bright pixel at (y=3, x=2)
+    out = translate(img, torch.tensor([[0.25, 0.0], [0.0, -0.125]]))
+    assert out[0, 0].argmax() == 3 * 8 + 4                        # dx = +2 px
+    assert out[1, 0].argmax() == 2 * 8 + 2                        # dy = -1 px
+    torch.testing.assert_close(translate(img, torch.zeros(2, 2)), img)
+    shifted = translate(img.requires_grad_(True), torch.full((2, 2), 0.1))
+    (grad,) = torch.autograd.grad(shifted.sum(), img)
+    assert grad.abs().sum() > 0

@@ -11,11 +11,15 @@ TEXT_DIM = 12
 SMALL = dict(text_dim=TEXT_DIM, max_res=32, channel_base=256, channel_max=16)
 
 
-@pytest.fixture(scope="module")
-def nets():
+@pytest.fixture(scope="module", params=["orig", "skip"])
+def nets(request):
+    """ProGAN-style nets, and the skip nets with the caption's direct part of w (the cpu_demo kind)."""
     torch.manual_seed(0)
-    g = Generator(GeneratorConfig(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2))
-    d = Critic(CriticConfig(**SMALL, cmap_dim=8))
+    skip = request.param == "skip"
+    g = Generator(GeneratorConfig(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2,
+                                  text_w_dim=6 if skip else 0, architecture=request.param,
+                                  torgb_init=0.1 if skip else 1.0))
+    d = Critic(CriticConfig(**SMALL, cmap_dim=8, architecture=request.param))
     return g, d
 
 
@@ -88,10 +92,11 @@ def test_gradient_penalty_double_backward_reaches_all_critic_params(nets):
     d.zero_grad(set_to_none=True)
     penalty, grad_norm = gradient_penalty(lambda x, c: d(x, c, stage, alpha), real, fake, text, torch.rand(4))
     penalty.backward()
-    # On the stage-3 path with fading, every parameter takes part except fromRGB at 4x4 and 8x8,
-    # and the output biases, which do not change grad_x D.
-    unused = {n for n, _ in d.named_parameters() if n.startswith(("from_rgb.b4.", "from_rgb.b8."))}
-    unused |= {"epilogue.out.bias", "epilogue.proj.bias"}
+    # On the stage-3 path with fading, every parameter takes part except the output biases, which
+    # do not change grad_x D, and (orig only: its low paths end at the fade) fromRGB at 4x4 and 8x8.
+    unused = {"epilogue.out.bias", "epilogue.proj.bias"}
+    if d.cfg.architecture == "orig":
+        unused |= {n for n, _ in d.named_parameters() if n.startswith(("from_rgb.b4.", "from_rgb.b8."))}
     for name, p in d.named_parameters():
         if name in unused:
             assert p.grad is None, name
@@ -107,7 +112,7 @@ def test_caption_mean_w_and_truncation(nets):
     z, text = _inputs()
     gen = torch.Generator().manual_seed(5)
     target = g.caption_mean_w(text, num_z=64, generator=gen)
-    assert target.shape == (4, 16)
+    assert target.shape == (4, g.cfg.w_total)
     assert not torch.allclose(target[0], target[1])  # Depends on the caption ...
     same = g.caption_mean_w(text[:1].expand(4, -1), num_z=64, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(same[0], target[0])  # ... and for one caption is the mean over the same z.
@@ -118,7 +123,7 @@ def test_caption_mean_w_and_truncation(nets):
     img = g(torch.randn(4, 8), text[:1].expand(4, -1), 2, truncation_psi=0.0,
             truncation_target=target[:1].expand(4, -1), noise_mode="none")
     torch.testing.assert_close(img, img[:1].expand(4, -1, -1, -1))
-    assert g.mapping(z, text, truncation_psi=0.7).shape == (4, 16)  # Default target: computed here.
+    assert g.mapping(z, text, truncation_psi=0.7).shape == (4, g.cfg.w_total)  # Default target: computed here.
 
 
 def test_mapping_uses_text_and_tracks_w_avg(nets):
@@ -136,6 +141,47 @@ def test_mapping_uses_text_and_tracks_w_avg(nets):
     g.mapping_net.w_avg.copy_(before)
 
 
+def test_caption_part_of_w_is_the_same_for_every_z_and_survives_truncation(nets):
+    g, _ = nets
+    if not g.cfg.text_w_dim:
+        pytest.skip("no direct caption part in this architecture")
+    z, text = _inputs()
+    one_caption = text[:1].expand(4, -1)
+    w = g.mapping(z, one_caption)
+    part = w[:, g.cfg.w_dim:]
+    torch.testing.assert_close(part, part[:1].expand(4, -1))                  # z does not touch it
+    assert not torch.allclose(g.mapping(z, text)[:, g.cfg.w_dim:], part)     # the caption does
+    truncated = g.mapping(z, one_caption, truncation_psi=0.0)
+    torch.testing.assert_close(truncated[:, g.cfg.w_dim:], part)             # truncation keeps it
+
+
+def test_critic_trunk_scores_several_captions_at_once(nets):
+    _, d = nets
+    img = torch.randn(4, 3, 16, 16)
+    text = torch.randn(4, 3, TEXT_DIM)                                         # 3 captions per image
+    h = d.features(img, stage=2, alpha=0.3)
+    many = d.score(h, text)
+    assert many.shape == (4, 3)
+    for k in range(3):
+        torch.testing.assert_close(many[:, k], d(img, text[:, k], stage=2, alpha=0.3))
+
+
+def test_skip_generator_keeps_the_low_resolution_image_after_the_fade():
+    """A new skip block only adds to the up-sampled previous image (the orig toRGB redraws it
+    from scratch): at alpha = 1 the picture moves less than half as far from it as orig's."""
+    torch.manual_seed(0)
+    z, text = _inputs()
+    kw = dict(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2)
+    rel = {}
+    for arch, init in (("orig", 1.0), ("skip", 0.1)):
+        g = Generator(GeneratorConfig(**kw, architecture=arch, torgb_init=init))
+        with torch.no_grad():
+            prev = fade_upsample(g(z, text, 1, 1.0, noise_mode="const"))
+            new = g(z, text, 2, 1.0, noise_mode="const")
+        rel[arch] = ((new - prev).norm() / prev.norm()).item()
+    assert rel["skip"] < 0.5 * rel["orig"], rel
+
+
 def test_configs_round_trip_and_validate():
     g_cfg, d_cfg = cpu_demo_configs(text_dim=32)
     assert config_from_dict(GeneratorConfig, config_to_dict(g_cfg)) == g_cfg
@@ -146,3 +192,9 @@ def test_configs_round_trip_and_validate():
     g, d = Generator(g_cfg), Critic(d_cfg)
     img = g(torch.randn(2, g_cfg.z_dim), torch.randn(2, 32), stage=3)
     assert d(img, torch.randn(2, 32), stage=3).shape == (2,)
+    with pytest.raises(ValueError, match="architecture"):
+        GeneratorConfig(text_dim=4, architecture="resnet")
+    with pytest.raises(ValueError, match="architecture"):
+        CriticConfig(text_dim=4, architecture="resnet")
+    with pytest.raises(ValueError, match="text_w_dim"):
+        GeneratorConfig(text_dim=4, text_w_dim=-1)

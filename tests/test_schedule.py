@@ -40,7 +40,22 @@ def test_zero_fade_jumps_straight_to_alpha_one():
     assert s.at(1000).stage == 1 and s.at(1000).alpha == 1.0
 
 
-@pytest.mark.parametrize("bad", [dict(max_res=24), dict(max_res=2), dict(stable_kimg=0)])
+def test_per_resolution_lengths_and_the_cpu_demo_hour():
+    s = ProgressiveSchedule(ScheduleConfig(max_res=32, total_kimg=100, stable_kimg=30, fade_kimg=30,
+                                           kimg_by_res=((4, 0, 5), (16, 10, 20))))
+    assert [s.stage_start_kimg(k) for k in range(4)] == [0, 5, 5 + 60, 5 + 60 + 30]
+    assert s.at(5_000).res == 8 and s.at(65_000).res == 16 and s.at(70_000).alpha == pytest.approx(0.5)
+    assert s.at(95_000).res == 32                                # 32 px keeps the default 30 + 30
+    demo = ProgressiveSchedule(cpu_demo_schedule(max_res=32))
+    # 4-8 px (colour, position, background) get 30 kimg; 16-32 px, where shape is decided, the rest.
+    assert demo.stage_start_kimg(2) == 30 and demo.stage_start_kimg(3) == 80
+    assert demo.cfg.total_kimg - demo.stage_start_kimg(2) > 0.85 * demo.cfg.total_kimg
+    assert ProgressiveSchedule(cpu_demo_schedule(max_res=16)).at(10**6).res == 16
+
+
+@pytest.mark.parametrize("bad", [dict(max_res=24), dict(max_res=2), dict(stable_kimg=0),
+                                 dict(max_res=16, kimg_by_res=((32, 1, 1),)), dict(kimg_by_res=((8, 1, 0),)),
+                                 dict(kimg_by_res=((12, 1, 1),))])
 def test_invalid_config_is_rejected(bad):
     with pytest.raises(ValueError):
         ScheduleConfig(**bad)

@@ -278,7 +278,7 @@ def test_low_precision_matches_float64(dtype, tol):
 # ----------------------------------------------------------------------------
 # impl='cuda' glue on CPU: fallback, env var, argument passing to the extension.
 
-def test_cuda_impl_on_cpu_tensor_falls_back_with_one_warning(monkeypatch):
+def test_cuda_impl_on_cpu_tensor_runs_the_reference_silently(monkeypatch):
     monkeypatch.delenv(cuda_build.REF_ENV_VAR, raising=False)
     monkeypatch.setattr(upfirdn2d, '_loader', cuda_build.CudaExtensionLoader('t', ['missing.cu']))
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
@@ -286,7 +286,7 @@ def test_cuda_impl_on_cpu_tensor_falls_back_with_one_warning(monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         ys = [upfirdn2d.upsample2d(x, f) for _ in range(3)]
-    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]   # CPU use is quiet
     for y in ys:
         torch.testing.assert_close(y, upfirdn2d.upsample2d(x, f, impl='ref'))
 

@@ -3,7 +3,7 @@
 The cache is `<cache_dir>/<dir-hash>-<res>-<key>.npy` (the images, [N, 3, R, R] uint8, only the
 ones that decoded) plus a `.json` beside it (which names failed or were up-sampled). `key`
 hashes the decoded file list with sizes and mtimes, the resolution and `CACHE_VERSION`, so any
-change to the files rebuilds it (DESIGN.md, Data format). Files are written under temporary
+change to the files rebuilds it (docs/architecture.md, "Data format"). Files are written under temporary
 names and renamed into place, so a killed build never leaves a cache that looks complete.
 """
 from __future__ import annotations

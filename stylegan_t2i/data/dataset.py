@@ -55,7 +55,7 @@ class ResolutionView(torch.utils.data.Dataset):
 
 
 class ImageLabelDataset(torch.utils.data.Dataset):
-    """Captioned images from `image_dir/NAME.ext` + `label_dir/NAME.txt` (DESIGN.md, Data format).
+    """Captioned images from `image_dir/NAME.ext` + `label_dir/NAME.txt` (docs/architecture.md, "Data format").
 
     Attributes: `resolution` (int), `names` (sorted relative stems), `captions` (all captions
     of each sample), `images` (uint8 [N, 3, R, R], CPU, possibly memory-mapped), `report`

@@ -1,6 +1,6 @@
 """Decode any image file to a square uint8 RGB array at one resolution (PIL only).
 
-DESIGN.md, Data format: every mode (1, L, LA, P, PA, RGBA, CMYK, I;16, I, F, ...) becomes RGB
+docs/architecture.md, "Data format": every mode (1, L, LA, P, PA, RGBA, CMYK, I;16, I, F, ...) becomes RGB
 with alpha composited on white; non-square images are centre-cropped to their shorter side;
 one anti-aliased resize (PIL LANCZOS) brings the crop to the target resolution.
 """

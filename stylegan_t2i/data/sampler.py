@@ -10,7 +10,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
     """Yields indices forever: epoch e is a permutation of range(num_items) seeded by seed + e.
 
     Under data-parallel training every rank iterates the same stream and keeps its slice of each
-    global batch (training/distributed.py), so the stream does not depend on the number of
+    global batch (stylegan_t2i/distributed.py), so the stream does not depend on the number of
     processes and one saved state resumes every rank.
 
     `state_dict()` holds (epoch, position) of the next index. With a DataLoader that is exact

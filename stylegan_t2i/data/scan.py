@@ -1,6 +1,6 @@
 """Pair `image_dir/NAME.ext` with `label_dir/NAME.txt` and count every input that cannot be used.
 
-DESIGN.md, Data format: images pair with caption files by relative stem (sub-folders mirrored,
+docs/architecture.md, "Data format": images pair with caption files by relative stem (sub-folders mirrored,
 extensions case-insensitive); a caption file holds one caption per line. Bad input never
 crashes: each problem is counted in a `SkipReport` under one of `SKIP_KINDS`, and the first few
 names of each kind are kept so the user can find them.

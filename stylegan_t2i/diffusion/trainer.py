@@ -1,4 +1,4 @@
-"""ε-prediction DDPM training of the text-conditioned UNet (DESIGN.md, Diffusion baseline).
+"""ε-prediction DDPM training of the text-conditioned UNet (docs/architecture.md, "Diffusion baseline").
 
 `DdpmTrainer.fit()` reads as the algorithm: draw reals and captions, replace each caption by
 the empty one with probability p_uncond, noise the images at uniformly drawn timesteps and

@@ -1,6 +1,6 @@
 """Feature spaces for FD / KID / precision-recall, and batched extraction.
 
-Two extractors, chosen by what the user has (DESIGN.md "What is measured"):
+Two extractors, chosen by what the user has (docs/architecture.md "What is measured"):
 - InceptionV3 pool3 features (2048-d) when a weights file is given: FD is then FID;
 - otherwise the project's contrastive image encoder, pre-normalisation embedding
   (`bundle.model.image_encoder(img)`): FD/KID "in the encoder's space", comparable only

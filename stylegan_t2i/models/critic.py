@@ -1,7 +1,9 @@
 """Text-conditioned, progressively grown critic (WGAN-GP "discriminator").
 
 img, sentence embedding; stage, alpha -> score. Sections build upward: config,
-block, epilogue (minibatch std + projection head), Critic.
+block, epilogue (minibatch std + projection head), Critic. The image-only trunk
+(`Critic.features`) is separate from the caption head (`Critic.score`), so one trunk pass
+scores a real image against its own caption and against several wrong ones.
 """
 from __future__ import annotations
 
@@ -34,12 +36,15 @@ class CriticConfig:
     mbstd_channels: int = 1             # Extra channels it appends.
     cmap_dim: int = 128                 # Width of the projection head (Miyato & Koyama 2018).
     conv_clamp: float | None = 256.0    # Clamp conv outputs to +-conv_clamp (None = off).
+    architecture: str = "orig"          # 'orig': ProGAN fromRGB fade; 'skip': fromRGB at every level.
 
     def __post_init__(self) -> None:
         num_stages_for(self.max_res)  # Raises on a bad max_res.
         for name in ("text_dim", "mbstd_group_size", "mbstd_channels", "cmap_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CriticConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.architecture not in ("orig", "skip"):
+            raise ValueError(f"CriticConfig.architecture must be 'orig' or 'skip', got {self.architecture!r}")
 
     @property
     def num_stages(self) -> int:
@@ -100,19 +105,36 @@ class CriticEpilogue(nn.Module):
         self.proj = FullyConnectedLayer(in_channels, cmap_dim)
         self.text_embed = FullyConnectedLayer(text_dim, cmap_dim)
 
+    def features(
+        self,
+        x: torch.Tensor,                # [B, in_channels, 4, 4]
+    ) -> torch.Tensor:
+        """-> h [B, in_channels]: the image's features, before any caption enters."""
+        assert_shape(x, [None, self.in_channels, 4, 4])
+        return self.fc(self.conv(self.mbstd(x)).flatten(1))
+
+    def score(
+        self,
+        h: torch.Tensor,                # [B, in_channels] from `features`.
+        text: torch.Tensor,             # [B, text_dim], or [B, K, text_dim] for K captions per image.
+    ) -> torch.Tensor:
+        """-> score [B] (or [B, K]): out(h) + the projection of h on each caption."""
+        assert_shape(text, [h.shape[0], *([None] * (text.ndim - 2)), self.text_dim])
+        # Normalised so the projection's scale does not follow the text encoder's embedding norm.
+        cmap = normalize_2nd_moment(self.text_embed(text.to(h.dtype).reshape(-1, self.text_dim)))
+        cmap = cmap.reshape(*text.shape[:-1], self.cmap_dim)                       # [B, (K,) cmap_dim]
+        proj = self.proj(h).reshape(h.shape[0], *([1] * (text.ndim - 2)), self.cmap_dim)
+        projection = (proj * cmap).sum(dim=-1) / self.cmap_dim ** 0.5
+        out = self.out(h).reshape(h.shape[0], *([1] * (text.ndim - 2)))
+        return out + projection
+
     def forward(
         self,
         x: torch.Tensor,                # [B, in_channels, 4, 4]
         text: torch.Tensor,             # [B, text_dim]
     ) -> torch.Tensor:
         """-> score [B]."""
-        assert_shape(x, [None, self.in_channels, 4, 4])
-        assert_shape(text, [x.shape[0], self.text_dim])
-        h = self.fc(self.conv(self.mbstd(x)).flatten(1))                # [B, C]
-        # Normalised so the projection's scale does not follow the text encoder's embedding norm.
-        cmap = normalize_2nd_moment(self.text_embed(text.to(h.dtype)))  # [B, cmap_dim]
-        projection = (self.proj(h) * cmap).sum(dim=1) / self.cmap_dim ** 0.5
-        return self.out(h).squeeze(1) + projection
+        return self.score(self.features(x), text)
 
 # ---------------------------------------------------------------------------
 
@@ -139,6 +161,46 @@ class Critic(nn.Module):
     def num_stages(self) -> int:
         return self.cfg.num_stages
 
+    def features(
+        self,
+        img: torch.Tensor,              # [B, 3, res, res], res = 4 * 2**stage.
+        stage: int,                     # Growth stage in [0, num_stages).
+        alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
+    ) -> torch.Tensor:
+        """-> h [B, channels(4)]: the caption-free trunk, shared by every caption scored.
+
+        orig (ProGAN): x = block_s(fromRGB_s(img)); while fading,
+            x = lerp(fromRGB_{s-1}(area_down(img)), x, alpha); then blocks down to 4x4.
+        skip (StyleGAN2 fig. 7b): every level r < s adds fromRGB_r(img down-sampled to r),
+            x_{r} = fromRGB_r(img_r) + alpha_{r+1} * block_{r+1}(x_{r+1}), alpha = 1 below s.
+            The low-resolution colour paths stay after the fade instead of being switched off
+            at alpha = 1; alpha = 0 gives the previous stage's features, exactly.
+        """
+        assert 0 <= stage < self.cfg.num_stages, f"stage {stage} not in [0, {self.cfg.num_stages})"
+        assert 0.0 <= alpha <= 1.0, f"alpha {alpha} not in [0, 1]"
+        res = 4 * 2 ** stage
+        assert_shape(img, [None, 3, res, res])
+        x = self.from_rgb[f"b{res}"](img)
+        skip = self.cfg.architecture == "skip"
+        for s in range(stage, 0, -1):
+            r = 4 * 2 ** s
+            x = self.blocks[f"b{r}"](x)
+            if skip:
+                img = area_downsample(img)
+                x = self.from_rgb[f"b{r // 2}"](img) + (x * alpha if s == stage and alpha < 1 else x)
+            elif s == stage and alpha < 1:
+                x_low = self.from_rgb[f"b{r // 2}"](area_downsample(img))
+                x = torch.lerp(x_low, x, alpha)  # alpha = 0 gives the stage s-1 path exactly.
+        return self.epilogue.features(x)
+
+    def score(
+        self,
+        h: torch.Tensor,                # [B, C] from `features`.
+        text: torch.Tensor,             # [B, text_dim], or [B, K, text_dim]: K captions per image.
+    ) -> torch.Tensor:
+        """-> score [B] (or [B, K]) of each image under each of its captions."""
+        return self.epilogue.score(h, text)
+
     def forward(
         self,
         img: torch.Tensor,              # [B, 3, res, res], res = 4 * 2**stage.
@@ -146,21 +208,6 @@ class Critic(nn.Module):
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
     ) -> torch.Tensor:
-        """-> score [B].
-
-        x = block_s(fromRGB_s(img)); while fading, x = lerp(fromRGB_{s-1}(area_down(img)), x, alpha)
-        at res/2 (ProGAN fade-in); then blocks down to 4x4 and the epilogue.
-        """
-        assert 0 <= stage < self.cfg.num_stages, f"stage {stage} not in [0, {self.cfg.num_stages})"
-        assert 0.0 <= alpha <= 1.0, f"alpha {alpha} not in [0, 1]"
-        res = 4 * 2 ** stage
-        assert_shape(img, [None, 3, res, res])
+        """-> score [B] = score(features(img), text)."""
         assert_shape(text, [img.shape[0], self.cfg.text_dim])
-        x = self.from_rgb[f"b{res}"](img)
-        for s in range(stage, 0, -1):
-            r = 4 * 2 ** s
-            x = self.blocks[f"b{r}"](x)
-            if s == stage and alpha < 1:
-                x_low = self.from_rgb[f"b{r // 2}"](area_downsample(img))
-                x = torch.lerp(x_low, x, alpha)  # alpha = 0 gives the stage s-1 path exactly.
-        return self.epilogue(x, text)
+        return self.score(self.features(img, stage, alpha), text)

@@ -2,6 +2,8 @@
 
 z, sentence embedding -> MappingNetwork -> w -> SynthesisNetwork (stage, alpha) -> img.
 Sections build upward: config, mapping, synthesis layers, blocks, network, Generator.
+See docs/architecture.md ("Generator") for why the caption reaches w directly and why the
+synthesis network is a skip architecture.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ class GeneratorConfig:
     w_dim: int = 256                    # Intermediate latent size.
     mapping_layers: int = 4             # FC layers of the joint mapping MLP.
     mapping_lr_mult: float = 0.01       # Equalised-lr multiplier of the mapping MLP (StyleGAN: 0.01).
+    text_w_dim: int = 0                 # Width of the caption's direct part of w (0 = none; see MappingNetwork).
+    architecture: str = "orig"          # 'orig': ProGAN toRGB fade; 'skip': StyleGAN2 skip (see SynthesisNetwork).
+    torgb_init: float = 1.0             # Scale of the toRGB weights at init ('skip' uses a small one).
     w_avg_beta: float = 0.995           # EMA decay of the tracked global mean w (monitoring only).
     channel_base: int = 8192            # channels(res) = min(channel_base // res, channel_max).
     channel_max: int = 256
@@ -47,10 +52,22 @@ class GeneratorConfig:
         for name in ("text_dim", "z_dim", "z_embed_dim", "text_embed_dim", "w_dim", "mapping_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_w_dim < 0:
+            raise ValueError(f"GeneratorConfig.text_w_dim must be >= 0, got {self.text_w_dim}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"GeneratorConfig.architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
 
     @property
     def num_stages(self) -> int:
         return num_stages_for(self.max_res)
+
+    @property
+    def w_total(self) -> int:
+        """Width of the w that the synthesis network reads: the MLP part plus the caption part."""
+        return self.w_dim + self.text_w_dim
+
+
+ARCHITECTURES = ("orig", "skip")
 
 # ---------------------------------------------------------------------------
 
@@ -67,6 +84,13 @@ class MappingNetwork(nn.Module):
     below text_embed_dim (StyleGAN-T, Sauer et al. 2023, uses a 64-d z against
     a 768-d text embedding) stops the noise from drowning out the caption,
     while still leaving z enough dimensions for within-caption variety.
+
+    With text_w_dim > 0 the caption also reaches the styles directly, as in StyleGAN-T:
+    w = [MLP(z, text), normalize(proj(text))]. Through the MLP alone, at the 0.01 lr
+    multiplier StyleGAN uses for 10^5-10^6 steps, a one-hour run barely changes how the
+    caption maps to w, and the shape word moved w less than z did. The direct part is a
+    full-lr projection, constant for a caption, so every synthesis affine sees the words
+    unmixed with noise, and truncation toward the caption's mean w leaves it untouched.
     """
 
     def __init__(self, cfg: GeneratorConfig):
@@ -80,7 +104,8 @@ class MappingNetwork(nn.Module):
             FullyConnectedLayer(fin, fout, activation="lrelu", lr_multiplier=lr)
             for fin, fout in zip(features[:-1], features[1:])
         )
-        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+        self.text_w = FullyConnectedLayer(cfg.text_dim, cfg.text_w_dim) if cfg.text_w_dim else None
+        self.register_buffer("w_avg", torch.zeros([cfg.w_total]))
 
     def forward(
         self,
@@ -88,14 +113,17 @@ class MappingNetwork(nn.Module):
         text: torch.Tensor,             # [B, text_dim] sentence embedding.
         update_w_avg: bool = False,     # Track the batch mean of w in `w_avg` (training only).
     ) -> torch.Tensor:
-        """-> w: [B, w_dim], not truncated."""
+        """-> w: [B, w_total], not truncated."""
         assert_shape(z, [None, self.cfg.z_dim])
         assert_shape(text, [z.shape[0], self.cfg.text_dim])
+        text = text.to(torch.float32)
         zf = normalize_2nd_moment(self.z_embed(normalize_2nd_moment(z.to(torch.float32))))
-        tf = normalize_2nd_moment(self.text_embed(text.to(torch.float32)))
+        tf = normalize_2nd_moment(self.text_embed(text))
         x = torch.cat([zf, tf], dim=1)
         for layer in self.layers:
             x = layer(x)
+        if self.text_w is not None:
+            x = torch.cat([x, normalize_2nd_moment(self.text_w(text))], dim=1)
         if update_w_avg:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.cfg.w_avg_beta))
         return x
@@ -149,11 +177,12 @@ class ToRGBLayer(nn.Module):
         in_channels: int,               # Input feature channels.
         w_dim: int,                     # Intermediate latent size.
         conv_clamp: float | None = None,  # Clamp of the output.
+        init_scale: float = 1.0,        # Scale of the initial weights (small: the block starts near zero).
     ):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(torch.randn([3, in_channels, 1, 1]))
+        self.weight = nn.Parameter(torch.randn([3, in_channels, 1, 1]) * init_scale)
         self.bias = nn.Parameter(torch.zeros([3]))
         self.weight_gain = 1 / in_channels ** 0.5  # Equalised lr, applied to the styles (same product).
 
@@ -175,6 +204,7 @@ class SynthesisBlock(nn.Module):
         w_dim: int,                     # Intermediate latent size.
         resolution: int,                # Resolution of this block.
         conv_clamp: float | None,       # Clamp of the activations.
+        torgb_init: float = 1.0,        # Initial scale of the toRGB weights.
     ):
         super().__init__()
         self.resolution = resolution
@@ -185,12 +215,12 @@ class SynthesisBlock(nn.Module):
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp)
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
-        self.torgb = ToRGBLayer(out_channels, w_dim, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, w_dim, conv_clamp=conv_clamp, init_scale=torgb_init)
 
     def forward(
         self,
         x: torch.Tensor | None,         # [B, in_channels, res/2, res/2], or None at 4x4.
-        w: torch.Tensor,                # [B, w_dim]
+        w: torch.Tensor,                # [B, w_total]
         noise_mode: str,                # 'random' | 'const' | 'none'
         noise_share: BatchShare | None = None,  # Data-parallel rows of the random noise.
     ) -> torch.Tensor:
@@ -206,7 +236,17 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """w -> image at stage s (4 * 2**s pixels), ProGAN fade-in from the previous stage's toRGB."""
+    """w -> image at stage s (4 * 2**s pixels), grown progressively.
+
+    'orig' (ProGAN): only the newest block's toRGB makes the image; while it fades in, it is
+    cross-faded with the up-sampled previous toRGB. When alpha reaches 1 the new toRGB must
+    draw the whole picture at once, and on the demo the images collapsed to gray/magenta
+    there (about 40 kimg of the hour went to the recovery).
+    'skip' (StyleGAN2 fig. 7b): every block adds its toRGB to the up-sampled image of the
+    blocks below, scaled by alpha while it fades in. The colours and layout that the low
+    resolutions learned stay in the picture for good; a new block only adds detail, and its
+    small initial toRGB keeps that detail near zero when it arrives.
+    """
 
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
@@ -216,25 +256,28 @@ class SynthesisNetwork(nn.Module):
         for stage in range(cfg.num_stages):
             res = 4 * 2 ** stage
             ch = channels_at(res, cfg.channel_base, cfg.channel_max)
-            self.blocks.append(SynthesisBlock(prev, ch, cfg.w_dim, res, cfg.conv_clamp))
+            self.blocks.append(SynthesisBlock(prev, ch, cfg.w_total, res, cfg.conv_clamp, cfg.torgb_init))
             prev = ch
 
     def forward(
         self,
-        w: torch.Tensor,                # [B, w_dim]
+        w: torch.Tensor,                # [B, w_total]
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
         noise_share: BatchShare | None = None,  # Data-parallel rows of the random noise.
     ) -> torch.Tensor:
-        """-> img [B, 3, res, res] with res = 4 * 2**stage.
+        """-> img [B, 3, res, res] with res = 4 * 2**stage; only blocks 0..stage run.
 
-        img = lerp(fade_upsample(toRGB_{s-1}(x_{s-1})), toRGB_s(x_s), alpha); only
-        blocks 0..stage run, and at alpha = 1 the previous toRGB is skipped.
+        orig: img = lerp(fade_upsample(toRGB_{s-1}(x_{s-1})), toRGB_s(x_s), alpha)
+        skip: img_s = fade_upsample(img_{s-1}) + alpha_s * toRGB_s(x_s), alpha_s = 1 below s
+        In both, alpha = 0 gives the previous stage's image up-sampled, exactly.
         """
-        assert_shape(w, [None, self.cfg.w_dim])
+        assert_shape(w, [None, self.cfg.w_total])
         assert 0 <= stage < self.cfg.num_stages, f"stage {stage} not in [0, {self.cfg.num_stages})"
         assert 0.0 <= alpha <= 1.0, f"alpha {alpha} not in [0, 1]"
+        if self.cfg.architecture == "skip":
+            return self._skip(w, stage, alpha, noise_mode, noise_share)
         x_prev, x = None, None
         for block in self.blocks[: stage + 1]:
             x_prev, x = x, block(x, w, noise_mode, noise_share)
@@ -242,6 +285,17 @@ class SynthesisNetwork(nn.Module):
         if stage > 0 and alpha < 1:
             img_prev = fade_upsample(self.blocks[stage - 1].torgb(x_prev, w))
             img = torch.lerp(img_prev, img, alpha)  # alpha = 0 gives img_prev exactly.
+        return img
+
+    def _skip(self, w, stage, alpha, noise_mode, noise_share) -> torch.Tensor:
+        x, img = None, None
+        for s, block in enumerate(self.blocks[: stage + 1]):
+            x = block(x, w, noise_mode, noise_share)
+            rgb = block.torgb(x, w)
+            if img is None:
+                img = rgb
+            else:
+                img = fade_upsample(img) + (rgb * alpha if s == stage and alpha < 1 else rgb)
         return img
 
 # ---------------------------------------------------------------------------
@@ -265,10 +319,10 @@ class Generator(nn.Module):
         z: torch.Tensor,                # [B, z_dim]
         text: torch.Tensor,             # [B, text_dim]
         truncation_psi: float = 1.0,    # 1 = no truncation, 0 = exactly the target.
-        truncation_target: torch.Tensor | None = None,  # [B, w_dim]; None = caption_mean_w(text).
+        truncation_target: torch.Tensor | None = None,  # [B, w_total]; None = caption_mean_w(text).
         update_w_avg: bool = False,     # Update the tracked global mean w.
     ) -> torch.Tensor:
-        """-> w [B, w_dim] = lerp(target, mapping(z, text), psi) (StyleGAN truncation trick).
+        """-> w [B, w_total] = lerp(target, mapping(z, text), psi) (StyleGAN truncation trick).
 
         The target defaults to the caption's own mean w: the global mean would pull
         every caption toward the same average image. Passing the target (e.g. from
@@ -278,7 +332,7 @@ class Generator(nn.Module):
         if truncation_psi != 1:
             if truncation_target is None:
                 truncation_target = self.caption_mean_w(text)
-            assert_shape(truncation_target, [w.shape[0], self.cfg.w_dim])
+            assert_shape(truncation_target, [w.shape[0], self.cfg.w_total])
             w = torch.lerp(truncation_target.to(w.dtype), w, truncation_psi)
         return w
 
@@ -289,16 +343,16 @@ class Generator(nn.Module):
         num_z: int = 256,               # Samples of z averaged per caption.
         generator: torch.Generator | None = None,  # RNG for z (on text's device).
     ) -> torch.Tensor:
-        """-> [B, w_dim]: mean over z_i ~ N(0, I) of mapping(z_i, text), per caption."""
+        """-> [B, w_total]: mean over z_i ~ N(0, I) of mapping(z_i, text), per caption."""
         assert_shape(text, [None, self.cfg.text_dim])
         b = text.shape[0]
         z = torch.randn([b * num_z, self.cfg.z_dim], generator=generator, device=text.device)
         w = self.mapping_net(z, text.repeat_interleave(num_z, dim=0))
-        return w.reshape(b, num_z, self.cfg.w_dim).mean(dim=1)
+        return w.reshape(b, num_z, self.cfg.w_total).mean(dim=1)
 
     def synthesis(
         self,
-        w: torch.Tensor,                # [B, w_dim]
+        w: torch.Tensor,                # [B, w_total]
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in amount in [0, 1].
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
@@ -314,7 +368,7 @@ class Generator(nn.Module):
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in amount in [0, 1].
         truncation_psi: float = 1.0,    # See `mapping`.
-        truncation_target: torch.Tensor | None = None,  # [B, w_dim] or None.
+        truncation_target: torch.Tensor | None = None,  # [B, w_total] or None.
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
         update_w_avg: bool = False,     # Update the tracked global mean w.
         noise_share: BatchShare | None = None,  # Data-parallel: these rows of a global batch's noise.

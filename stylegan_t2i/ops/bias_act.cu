@@ -2,8 +2,8 @@
 //
 // Modes (the Python autograd Functions in bias_act.py pick them):
 //   grad 0: y  = clamp(act(x + b) * gain, -clamp, clamp)
-//   grad 1: dx = x * act'(v) * gain              (x holds the incoming gradient dy)
-//   grad 2: d  = x * dy * act''(v) * gain        (x holds d(dx), dy the first gradient)
+//   grad 1: dx = x * gain * act'(v)              (x holds the incoming gradient dy)
+//   grad 2: d  = x * gain * act''(v) * dy        (x holds d(dx), dy the first gradient)
 // where v = xref + b is the forward input. act' and act'' are computed from the saved
 // output (yy = yref / gain = act(v)) or, for swish, from v; in modes 1 and 2 the result
 // is zero where the forward output was clamped (|yref| >= clamp). Elements are visited
@@ -90,7 +90,9 @@ __global__ void bias_act_kernel(scalar_t* __restrict__ y, const scalar_t* __rest
             const acc_t yr = yref ? static_cast<acc_t>(yref[i]) : acc_t(0);
             const acc_t yy = (yref && gain != 0) ? yr / gain : acc_t(0);
             const acc_t xb = xref ? static_cast<acc_t>(xref[i]) + bias : acc_t(0);
-            out = v * act_derivative<acc_t>(p.act, p.grad, yy, xb, alpha) * gain;
+            // lrelu: act' depends on sign(v) only; with xref given (alpha < 0) take it from v.
+            const acc_t ys = (p.act == 3 && xref) ? xb : yy;
+            out = v * gain * act_derivative<acc_t>(p.act, p.grad, ys, xb, alpha);   // NVlabs ref order
             if (p.grad == 2)
                 out *= static_cast<acc_t>(dy[i]);
             if (clamp >= 0 && !(yr > -clamp && yr < clamp))

@@ -6,11 +6,13 @@ with b broadcast along axis `dim` of x. Autograd goes through two Functions
 shaped like the CUDA kernel's three modes (grad = 0, 1, 2):
 
     forward  (grad 0): y = clamp(act(x + b) * gain)
-    backward (grad 1): dx = dy * act'(x + b) * gain * [|y| < clamp]
-    2nd order (grad 2): d(x) = d_dx * dy * act''(x + b) * gain * [|y| < clamp]
+    backward (grad 1): dx = dy * gain * act'(x + b) * [|y| < clamp]
+    2nd order (grad 2): d(x) = d_dx * gain * act''(x + b) * dy * [|y| < clamp]
 
 act' and act'' are evaluated from the saved output y (yy = y / gain is the
-activation value) or, for swish, from the saved input. Since the backward is
+activation value) or, for swish and lrelu with a negative slope, from the
+saved input. The products run in the order of the NVlabs reference's autograd
+(gain first), so float64 results agree with it to rounding. Since the backward is
 itself a Function with its own backward, the double backward of a gradient
 penalty is exact and costs a few elementwise ops. Derivatives of third and
 higher order are not supported (as in NVlabs).
@@ -67,14 +69,20 @@ class _Params:
     clamp: float    # < 0: no clamping.
 
 
+def _needs_x(p):
+    """lrelu with a negative slope maps both signs of v to yy > 0: act' then needs v itself."""
+    return p.act == 'lrelu' and p.alpha < 0
+
+
 def _derivatives(act, yy, xb, alpha):
-    """(act'(v), act''(v)) at v = x + b, from yy = act(v) or (swish) from xb = v."""
+    """(act'(v), act''(v)) at v = x + b, from yy = act(v) or (swish; lrelu with alpha < 0) from xb = v."""
     if act == 'linear':
         return torch.ones_like(yy), None
     if act == 'relu':
         return (yy > 0).to(yy.dtype), None
-    if act == 'lrelu':
-        return torch.where(yy > 0, 1.0, alpha).to(yy.dtype), None
+    if act == 'lrelu':      # the slope in x's dtype (a where() of two Python scalars would be float32)
+        pos = yy > 0 if xb is None else xb > 0  # alpha < 0: sign(v) is not the sign of yy, so v is kept
+        return torch.where(pos, torch.ones_like(yy), alpha), None
     if act == 'tanh':       # tanh' = 1 - tanh^2, tanh'' = -2 tanh tanh'
         d1 = 1 - yy * yy
         return d1, -2 * yy * d1
@@ -97,7 +105,7 @@ def _derivatives(act, yy, xb, alpha):
 
 
 def _ref_kernel(x, b, xref, yref, dy, grad, p):
-    """grad 0: act(x + b); grad 1: x * act' * gain; grad 2: x * dy * act'' * gain; then clamp."""
+    """grad 0: act(x + b) * gain; grad 1: x * gain * act'; grad 2: x * gain * act'' * dy; then clamp."""
     bias = None if b is None else b.reshape([-1 if i == p.dim else 1 for i in range(x.ndim)])
     if grad == 0:
         y = activation_funcs[p.act].func(x if bias is None else x + bias, alpha=p.alpha)
@@ -109,7 +117,8 @@ def _ref_kernel(x, b, xref, yref, dy, grad, p):
     yy = yref / p.gain if yref is not None and p.gain != 0 else torch.zeros_like(x)
     xb = xref if xref is None or bias is None else xref + bias
     d1, d2 = _derivatives(p.act, yy, xb, p.alpha)
-    y = x * d1 * p.gain if grad == 1 else x * dy * d2 * p.gain
+    # Same order as the NVlabs reference's autograd: the incoming gradient times gain, then act'.
+    y = x * p.gain * d1 if grad == 1 else x * p.gain * d2 * dy
     if p.clamp >= 0:
         # Clamped outputs (|y| = clamp) are constant, so their derivatives vanish.
         y = torch.where(yref.abs() < p.clamp, y, 0.0)
@@ -137,7 +146,9 @@ def _kernel(module, x, b, xref, yref, dy, grad, p):
 # Autograd: forward (mode 0) and gradient (mode 1, differentiable through mode 2).
 
 def _sum_to_bias(t, dim):
-    return t.sum([i for i in range(t.ndim) if i != dim])
+    """Sum over every axis but `dim`; for a 1-D t there is none (t.sum([]) would sum all of it)."""
+    axes = [i for i in range(t.ndim) if i != dim]
+    return t.sum(axes) if axes else t.clone()
 
 
 class _BiasAct(torch.autograd.Function):
@@ -146,7 +157,7 @@ class _BiasAct(torch.autograd.Function):
         spec = activation_funcs[p.act]
         y = _kernel(module, x, b, None, None, None, 0, p)
         # x is kept when act' needs it, or act'' exists (the 2nd-order grad flows into x).
-        keep_x = 'x' in spec.ref or spec.has_2nd_grad
+        keep_x = 'x' in spec.ref or spec.has_2nd_grad or _needs_x(p)
         keep_y = 'y' in spec.ref or p.clamp >= 0
         ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
         ctx.p, ctx.module = p, module

@@ -4,8 +4,10 @@ Each op owns one `CudaExtensionLoader`. Nothing is compiled at import: the
 extension is built with `torch.utils.cpp_extension.load` (ninja + nvcc) the
 first time an op is called with `impl='cuda'` on a CUDA tensor, then cached in
 the loader (and on disk by torch, under TORCH_EXTENSIONS_DIR). Whenever the
-kernel cannot be used -- a CPU tensor, a CPU-only torch, a failed build -- the
-caller gets `None` and runs the reference path; the loader warns once.
+kernel cannot be used the caller gets `None` and runs the reference path. A CPU
+tensor takes that path silently (as NVlabs' ops do: on a CPU the reference is the
+implementation, not a fallback); a CUDA tensor whose kernel could not be built
+gets one warning.
 Setting the environment variable STYLEGAN_T2I_OPS_REF=1 forces the reference
 path silently (it is read on every call, so it can be toggled at run time).
 """
@@ -25,7 +27,7 @@ def ref_forced() -> bool:
 
 
 class CudaExtensionLoader:
-    """Builds one extension on first CUDA use, caches it, and warns at most once.
+    """Builds one extension on first CUDA use, caches it, and warns at most once if that fails.
 
     `module_for(x)` returns the compiled module when `x` can use it, else None.
     A failed build is remembered, so it is attempted once per process.
@@ -47,8 +49,6 @@ class CudaExtensionLoader:
         if ref_forced():
             return None
         if x.device.type != 'cuda':
-            self._warn_once(f"impl='cuda' was requested for a tensor on '{x.device}'; "
-                            f"the kernel needs a CUDA tensor")
             return None
         if self._module is None and self._build_error is None:
             self._build()

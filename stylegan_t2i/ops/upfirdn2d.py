@@ -139,11 +139,21 @@ def _grad_params(p, fw, fh, in_hw, out_hw):
 
 
 def _pad_or_crop(x, pad):
-    """Zero-pad (positive) or crop (negative) the last two axes; pad = [x0, x1, y0, y1]."""
+    """Zero-pad (positive) or crop (negative) the last two axes; pad = [x0, x1, y0, y1].
+
+    Per axis, out[j] = x[j - pad0] (zero outside x) for 0 <= j < len + pad0 + pad1. A crop
+    may reach past the far end of x when the other side is padded (e.g. len 3, pad0 = -4,
+    pad1 = 4: three zeros), which the gradient of a strided op produces when the padded
+    length is not a multiple of `down`; the result is then all zeros.
+    """
     x0, x1, y0, y1 = pad
     h, w = x.shape[2], x.shape[3]
-    x = x[:, :, max(-y0, 0): max(h + min(y1, 0), 0), max(-x0, 0): max(w + min(x1, 0), 0)]
-    return F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    out_h, out_w = h + y0 + y1, w + x0 + x1
+    assert out_h >= 0 and out_w >= 0, f'padding {pad} leaves a negative size of {h}x{w}'
+    ya, yb, xa, xb = max(-y0, 0), min(h, h + y1), max(-x0, 0), min(w, w + x1)  # rows/cols of x kept
+    if ya >= yb or xa >= xb:
+        return x.new_zeros([x.shape[0], x.shape[1], out_h, out_w])
+    return F.pad(x[:, :, ya:yb, xa:xb], [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
 
 
 def _ref_kernel(x, f, p):

@@ -1,6 +1,6 @@
 """Caption tokenizer: a sentencepiece model trained in memory on the dataset's captions.
 
-The model lives only as bytes (stored in every checkpoint, DESIGN.md "Text encoder"), so a
+The model lives only as bytes (stored in every checkpoint, docs/architecture.md "Text encoder"), so a
 checkpoint alone is enough to tokenize exactly as in training. Ids are laid out as
 
     [bos, piece_1, ..., piece_k, eos, pad, ..., pad]        (length max_len)

@@ -1,4 +1,4 @@
-"""Progressive WGAN-GP training of the text-conditioned StyleGAN (DESIGN.md, GAN).
+"""Progressive WGAN-GP training of the text-conditioned StyleGAN (docs/architecture.md, "Losses").
 
 `GanTrainer.fit()` reads as the algorithm: each step draws reals and captions for the
 current phase, runs `n_critic` critic steps and one generator step, updates the EMA
@@ -28,9 +28,24 @@ from stylegan_t2i.training.ema import ema_beta, update_ema
 from stylegan_t2i.training.faults import NonFiniteCounter
 from stylegan_t2i.training.interrupt import GracefulInterrupt
 from stylegan_t2i.distributed import Distributed
-from stylegan_t2i.training.losses import critic_loss, generator_loss, gradient_penalty
+from stylegan_t2i.training.losses import (alignment_loss, critic_loss, generator_loss, gradient_penalty,
+                                          translate)
+from stylegan_t2i.training.negatives import CaptionPool
 from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule
 from stylegan_t2i.training.stats import RunningMeans
+
+# G's alignment loss weight. Its gradient on an image, like the critic's under the gradient
+# penalty, is of order one per image; see docs/architecture.md ("Losses") for how it was chosen.
+ALIGN_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class StepText:
+    """The captions of one step, embedded: this rank's rows."""
+    text: torch.Tensor             # [b, text_dim] sentence embeddings (G and D condition on these).
+    unit: torch.Tensor             # [b, E] unit contrastive embeddings (G's alignment loss).
+    wrong: torch.Tensor            # [b, K, text_dim] hard-negative captions' sentence embeddings.
+    wrong_valid: torch.Tensor      # [b, K] bool: False where a caption had no negative to draw.
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,11 @@ class TrainConfig:
     n_critic: int = 1              # Critic steps per generator step.
     gp_weight: float = 10.0        # WGAN-GP lambda (Gulrajani et al. 2017).
     drift: float = 0.001           # Drift penalty epsilon (Karras et al. 2018).
+    align_weight: float = ALIGN_WEIGHT  # Weight of G's image-caption alignment loss (0 = off).
+    align_shift: float = 0.05      # Random shift (fraction of the side) of the images that loss sees.
+    negatives: int = 4             # Hard-negative captions per real image in the matching term.
+    negative_candidates: int = 64  # They are drawn from this many nearest captions ...
+    negative_max_similarity: float = 0.95  # ... below this contrastive cosine (paraphrases excluded).
     betas: tuple = (0.0, 0.99)     # Adam betas.
     ema_kimg: float = 10.0         # EMA half-life of G in kimg.
     ema_rampup: float = 0.05       # Half-life is at most this fraction of images shown so far.
@@ -77,6 +97,16 @@ class GanTrainer:
         self.nonfinite = NonFiniteCounter(cfg.max_nonfinite)
         self.log = RunLog(self.run_dir)
         self.stats = RunningMeans()
+        self._negatives: CaptionPool | None = None
+
+    @property
+    def negatives(self) -> CaptionPool:
+        """The hard-negative caption pool, embedded on first use (a fixed order: resumes agree)."""
+        if self._negatives is None:
+            self._negatives = CaptionPool(self.dataset.captions, self.text, self.device, per_image=self.cfg.negatives,
+                                          candidates=self.cfg.negative_candidates,
+                                          max_similarity=self.cfg.negative_max_similarity, seed=self.cfg.seed)
+        return self._negatives
 
     # ------------------------------------------------------------------ state
 
@@ -141,18 +171,26 @@ class GanTrainer:
         enabled = self.cfg.amp and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def text_and_mismatched(self, captions: Sequence[str], share: BatchShare) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings [b, text_dim] of this rank's captions and of the mismatched ones.
+    def step_text(self, captions: Sequence[str], share: BatchShare) -> StepText:
+        """Embeddings of this rank's captions and hard negatives drawn for the whole global batch.
 
-        The matching-aware term pairs sample i with caption i - 1 of the global batch (wrapping):
-        a roll by one, so every sample gets another sample's caption whenever the captions are
-        distinct. One encode of the share plus the caption before it gives both."""
-        emb = self.embed_captions([captions[share.start - 1]] + list(captions[share.start:share.stop]))
-        return emb[1:], emb[:-1]
+        Every rank encodes the whole global batch (one text-encoder pass; the unit contrastive
+        embedding is the normalised sentence embedding), so every rank sees exactly the numbers
+        one process sees and draws the same negatives (see `CaptionPool.draw`)."""
+        sentence = self.embed_captions(captions)
+        unit = F.normalize(sentence, dim=1)
+        idx, valid = self.negatives.draw(captions, unit)
+        rows = slice(share.start, share.stop)
+        return StepText(text=sentence[rows], unit=unit[rows],
+                        wrong=self.negatives.sentence[idx[rows]].to(self.device), wrong_valid=valid[rows])
 
-    def critic_step(self, phase: Phase, share: BatchShare, reals: torch.Tensor, text: torch.Tensor,
-                    wrong_text: torch.Tensor) -> None:
-        """One critic update on this rank's share of the global batch (gradients averaged over ranks)."""
+    def critic_step(self, phase: Phase, share: BatchShare, reals: torch.Tensor, step_text: StepText) -> None:
+        """One critic update on this rank's share of the global batch (gradients averaged over ranks).
+
+        The real images' trunk runs once and scores both their own captions and the hard
+        negatives (only the caption head differs), so the matching term costs no extra pass."""
+        text = step_text.text
+
         def critic_fn(img, txt):
             return self.D(img, txt, phase.stage, phase.alpha).float()
 
@@ -160,8 +198,11 @@ class GanTrainer:
         with torch.no_grad(), self._autocast():
             fakes = self.G(z, text, phase.stage, phase.alpha, noise_share=share).float()
         with self._autocast():
-            losses = critic_loss(critic_fn(reals, text), critic_fn(fakes, text),
-                                 critic_fn(reals, wrong_text), drift=self.cfg.drift)
+            h_real = self.D.features(reals, phase.stage, phase.alpha)
+            real_scores = self.D.score(h_real, text).float()
+            wrong_scores = self.D.score(h_real, step_text.wrong).float()
+            losses = critic_loss(real_scores, critic_fn(fakes, text), wrong_scores, drift=self.cfg.drift,
+                                 mismatch_valid=step_text.wrong_valid)
         gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, share.rand(device=self.device),
                                          weight=self.cfg.gp_weight)
         total = losses["loss"] + gp
@@ -170,15 +211,25 @@ class GanTrainer:
                         "Loss/D/drift": losses["drift"], "Critic/wdist": losses["wdist"],
                         "Critic/grad_norm": grad_norm})
 
-    def generator_step(self, phase: Phase, share: BatchShare, text: torch.Tensor) -> None:
+    def generator_step(self, phase: Phase, share: BatchShare, step_text: StepText) -> None:
         z = share.randn(self.G.cfg.z_dim, device=self.device)
         self.D.requires_grad_(False)  # G's step needs gradients through D, not of D's weights
         with self._autocast():
-            fakes = self.G(z, text, phase.stage, phase.alpha, noise_share=share)
-            loss = generator_loss(self.D(fakes, text, phase.stage, phase.alpha).float())
+            fakes = self.G(z, step_text.text, phase.stage, phase.alpha, noise_share=share)
+            adversarial = generator_loss(self.D(fakes, step_text.text, phase.stage, phase.alpha).float())
+            loss = adversarial
+            if self.cfg.align_weight:
+                # The frozen encoder's weights take no gradient; the image does.
+                # Randomly shifted copies: a pattern that fools the small encoder at one exact
+                # placement does not survive a shift, a drawn shape does.
+                shift = (share.rand(2, device=self.device) * 2 - 1) * self.cfg.align_shift
+                seen = translate(fakes.float(), shift)
+                align = alignment_loss(self.text.model.encode_image(seen).float(), step_text.unit)
+                loss = adversarial + self.cfg.align_weight * align
+                self.stats.add({"Loss/G/align": align})
         self._apply(self.opt_G, loss)
         self.D.requires_grad_(True)
-        self.stats.add({"Loss/G": loss})
+        self.stats.add({"Loss/G": loss, "Loss/G/adversarial": adversarial})
 
     def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         """Backward, average the gradients over ranks, step; unless a loss or a gradient is
@@ -193,8 +244,10 @@ class GanTrainer:
             return
         opt.step()
 
-    def update_ema(self, batch: int) -> None:
-        update_ema(self.G_ema, self.G, ema_beta(batch, self.nimg, self.cfg.ema_kimg, self.cfg.ema_rampup))
+    def update_ema(self, images: int) -> None:
+        """One EMA step after G's step; `images` = real images shown since the last one
+        (n_critic batches), so the half-life stays in images whatever n_critic is."""
+        update_ema(self.G_ema, self.G, ema_beta(images, self.nimg, self.cfg.ema_kimg, self.cfg.ema_rampup))
 
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_G, self.opt_D):
@@ -245,11 +298,11 @@ class GanTrainer:
                 share = self.dist.share(phase.batch)
                 for _ in range(self.cfg.n_critic):
                     reals, captions = self.next_reals(phase, share)
-                    text, wrong_text = self.text_and_mismatched(captions, share)
-                    self.critic_step(phase, share, reals, text, wrong_text)
+                    step_text = self.step_text(captions, share)
+                    self.critic_step(phase, share, reals, step_text)
                     self.nimg += phase.batch
-                self.generator_step(phase, share, text)
-                self.update_ema(phase.batch)
+                self.generator_step(phase, share, step_text)
+                self.update_ema(phase.batch * self.cfg.n_critic)
                 self.step += 1
                 bar.update(phase.batch * self.cfg.n_critic / 1000)
                 if self.nimg // log_every != (self.nimg - phase.batch * self.cfg.n_critic) // log_every:

@@ -9,16 +9,19 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 # Matching-aware term (Reed et al. 2016): a real image with a wrong caption must
-# score below the same image with its own caption (the trainer pairs sample i with
-# caption i - 1 of the global batch). Written as a margin ranking
+# score below the same image with its own caption (the trainer draws hard negatives, see
+# training/negatives.py). Written as a margin ranking
 # hinge rather than as a third, linear "fake" expectation: the gradient penalty
 # only constrains D along the image, so a linear term lets D push D(x, c') down
 # without bound through the caption projection. Measured on the demo preset:
 # the linear 50/50 form drove E[D(x, c')] to -500 and the penalty to 66 within
 # 40 kimg, with fakes outscoring reals. The hinge stops once the gap reaches
-# MISMATCH_MARGIN (about the score change of a unit image step under the GP).
+# MISMATCH_MARGIN (about the score change of a unit image step under the GP). It stops
+# only per pair: a hard negative that changes the shape word alone keeps teaching until
+# the critic tells shapes apart, whatever the colours and backgrounds already do.
 MISMATCH_WEIGHT = 1.0
 MISMATCH_MARGIN = 1.0
 
@@ -53,13 +56,16 @@ def gradient_penalty(
 def critic_loss(
     real_scores: torch.Tensor,          # [B] D(x, c): real images, their captions.
     fake_scores: torch.Tensor,          # [B] D(G(z, c), c): generated images, the captions they were made from.
-    mismatch_scores: torch.Tensor | None,  # [B] D(x, c'): real images, mismatched captions; None = off.
+    mismatch_scores: torch.Tensor | None,  # [B] or [B, K] D(x, c'): real images, wrong captions; None = off.
     drift: float = 0.001,               # epsilon of the drift term (Karras et al. 2018, sec. A.1).
+    mismatch_valid: torch.Tensor | None = None,  # Like mismatch_scores, bool: pairs that count (None = all).
 ) -> dict[str, torch.Tensor]:
     """Critic loss to minimise (without the gradient penalty, which the trainer adds).
 
     loss     = -E[D(x,c)] + E[D(G(z,c),c)] + drift * E[D(x,c)^2] + mismatch
-    mismatch = MISMATCH_WEIGHT * E[max(0, MISMATCH_MARGIN - (D(x,c) - D(x,c')))]   (0 when None)
+    mismatch = MISMATCH_WEIGHT * E[max(0, MISMATCH_MARGIN - (D(x,c) - D(x,c')))]   (0 when None),
+               the mean over all (image, wrong caption) pairs, an invalid pair counting 0
+               (a fixed denominator keeps data-parallel ranks' means exact)
     wdist    = E[D(x,c)] - E[D(G(z,c),c)]   (the critic's Wasserstein estimate, for logging)
     drift    = drift * E[D(x,c)^2]          (keeps scores from drifting away from 0)
     """
@@ -69,8 +75,11 @@ def critic_loss(
     if mismatch_scores is None:
         mismatch_term = torch.zeros_like(fake_mean)
     else:
-        gap = real_scores - mismatch_scores
-        mismatch_term = MISMATCH_WEIGHT * torch.relu(MISMATCH_MARGIN - gap).mean()
+        gap = real_scores.reshape(-1, *([1] * (mismatch_scores.ndim - 1))) - mismatch_scores
+        hinge = torch.relu(MISMATCH_MARGIN - gap)
+        if mismatch_valid is not None:
+            hinge = hinge * mismatch_valid.to(hinge.dtype)
+        mismatch_term = MISMATCH_WEIGHT * hinge.mean()
     return {
         "loss": fake_mean - real_mean + drift_term + mismatch_term,
         "wdist": (real_mean - fake_mean).detach(),
@@ -84,3 +93,28 @@ def generator_loss(
 ) -> torch.Tensor:
     """-E[D(G(z,c), c)]: the generator raises the critic's score of its images under their captions."""
     return -fake_scores.mean()
+
+
+def translate(
+    img: torch.Tensor,                  # [B, C, H, W]
+    shift: torch.Tensor,                # [B, 2] (dx, dy) as fractions of the side (drawn by the caller).
+) -> torch.Tensor:
+    """Each image shifted by its own (dx, dy), bilinearly, with the border colour repeated
+    (differentiable in img)."""
+    assert shift.shape == (img.shape[0], 2), (img.shape, shift.shape)
+    theta = torch.zeros([img.shape[0], 2, 3], device=img.device, dtype=img.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, :, 2] = -2 * shift.to(img.device, img.dtype)   # affine_grid spans [-1, 1]: a side is 2 units
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def alignment_loss(
+    image_unit: torch.Tensor,           # [B, E] unit embeddings of G(z, c) by the frozen image encoder.
+    text_unit: torch.Tensor,            # [B, E] unit embeddings of c by the frozen text encoder.
+) -> torch.Tensor:
+    """E[1 - cos(image, caption)] in the frozen contrastive space (StyleGAN-T's CLIP loss,
+    GigaGAN's matching loss). The critic alone learns the caption from scratch; this
+    term hands G the encoder's knowledge of every word, the shape words included."""
+    assert image_unit.shape == text_unit.shape, (image_unit.shape, text_unit.shape)
+    return (1 - (image_unit * text_unit).sum(dim=1)).mean()

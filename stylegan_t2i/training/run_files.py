@@ -1,7 +1,7 @@
 """What every trainer (GAN, DDPM) does with its run directory, in one place.
 
 A run directory holds `network-snapshot-<nimg>.pt` every snapshot (the newest few kept) and
-`network-final.pt` at the end (DESIGN.md, Checkpoints). This module names those files, finds
+`network-final.pt` at the end (docs/architecture.md, "Checkpoints"). This module names those files, finds
 the one to resume, prunes old snapshots, packs the global RNG state, and refuses non-finite weights.
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Training starts at 4x4 (stage 0). Every later stage s (resolution 4 * 2**s) first fades its
 new blocks in over `fade_kimg` (alpha rises linearly 0 -> 1), then trains them at alpha = 1
-for `stable_kimg`. The last stage stays until `total_kimg`. Everything is a pure function of
+for `stable_kimg`; `kimg_by_res` gives a resolution its own lengths. The last stage stays
+until `total_kimg`. Everything is a pure function of
 the number of real images shown, so a resumed run is at exactly the same stage and alpha.
 """
 from __future__ import annotations
@@ -11,12 +12,16 @@ import math
 from dataclasses import dataclass
 
 
+CPU_DEMO_TOTAL_KIMG = 210.0   # See cpu_demo_schedule: what one hour of these 2 cores trains.
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     max_res: int = 32              # Final resolution, a power of two >= 4.
     total_kimg: float = 300.0      # Length of the whole run in thousands of real images.
     stable_kimg: float = 30.0      # Images per stage at alpha = 1 (stage 0 has only this phase).
     fade_kimg: float = 30.0        # Images per stage while alpha goes 0 -> 1.
+    kimg_by_res: tuple = ()        # ((res, fade_kimg, stable_kimg), ...) overrides per resolution.
     batch: int = 32                # Default minibatch (global, all ranks together).
     batch_by_res: tuple = ()       # ((res, batch), ...) overrides, e.g. smaller batches at high res.
     lr: float = 2e-3               # Default Adam learning rate for G and D.
@@ -27,6 +32,17 @@ class ScheduleConfig:
             raise ValueError(f"max_res must be a power of two >= 4, got {self.max_res}")
         if self.stable_kimg <= 0 or self.fade_kimg < 0 or self.total_kimg <= 0:
             raise ValueError("stable_kimg and total_kimg must be > 0 and fade_kimg >= 0")
+        for entry in self.kimg_by_res:
+            res, fade, stable = entry
+            if res < 4 or res > self.max_res or res & (res - 1) or fade < 0 or stable <= 0:
+                raise ValueError(f"kimg_by_res entry {tuple(entry)}: needs a power-of-two res in "
+                                 f"[4, {self.max_res}], fade_kimg >= 0 and stable_kimg > 0")
+
+    def phase_kimg(self, res: int) -> tuple[float, float]:
+        """(fade_kimg, stable_kimg) of resolution `res` (a 4x4 start has no fade)."""
+        lengths = {int(r): (float(f), float(st)) for r, f, st in self.kimg_by_res}
+        fade, stable = lengths.get(res, (self.fade_kimg, self.stable_kimg))
+        return (0.0 if res == 4 else fade), stable
 
 
 @dataclass(frozen=True)
@@ -49,9 +65,7 @@ class ProgressiveSchedule:
 
     def stage_start_kimg(self, stage: int) -> float:
         """kimg at which `stage` begins fading in (stage 0 begins at 0)."""
-        if stage == 0:
-            return 0.0
-        return self.cfg.stable_kimg + (stage - 1) * (self.cfg.fade_kimg + self.cfg.stable_kimg)
+        return sum(sum(self.cfg.phase_kimg(4 * 2 ** s)) for s in range(stage))
 
     def at(self, nimg: int) -> Phase:
         kimg = nimg / 1000.0
@@ -61,18 +75,24 @@ class ProgressiveSchedule:
             if kimg < start:
                 break
             stage = s
-            alpha = 1.0 if self.cfg.fade_kimg == 0 else min((kimg - start) / self.cfg.fade_kimg, 1.0)
+            fade = self.cfg.phase_kimg(4 * 2 ** s)[0]
+            alpha = 1.0 if fade == 0 else min((kimg - start) / fade, 1.0)
         res = 4 * 2 ** stage
         return Phase(stage=stage, alpha=alpha, res=res,
                      batch=self._batch.get(res, self.cfg.batch), lr=self._lr.get(res, self.cfg.lr))
 
 
-def cpu_demo_schedule(max_res: int = 32, total_kimg: float = 300.0) -> ScheduleConfig:
-    """Sized for about 60 minutes on 2 CPU cores at 32x32 with the cpu_demo networks: measured
-    660 / 270 / 120 / 62 img/s at 4 / 8 / 16 / 32 px, so the 4-16 px stages take ~13 minutes
-    and the 32 px stage gets the rest. lr 1e-3 and Adam(0, 0.99) as in ProGAN with WGAN-GP."""
+def cpu_demo_schedule(max_res: int = 32, total_kimg: float = CPU_DEMO_TOTAL_KIMG) -> ScheduleConfig:
+    """Sized for one hour on 2 CPU cores at 32x32 with the cpu_demo networks, text-encoder
+    pretraining included. Colour, position and background are right by 8 px; shape is decided
+    at 16-32 px, so 4 and 8 px get 10 kimg per phase and the hour goes to 16 px (20 kimg fade,
+    30 stable) and 32 px (20 kimg fade, then the rest). Measured on the idle machine with the
+    alignment loss and hard negatives: about 300 / 160 / 75 / 50 img/s at 4 / 8 / 16 / 32 px,
+    so 32 px starts after about 14 minutes. lr 1e-3 and Adam(0, 0.99) as in ProGAN with
+    WGAN-GP. Higher resolutions keep 30 kimg phases."""
+    lengths = ((4, 0.0, 10.0), (8, 10.0, 10.0), (16, 20.0, 30.0), (32, 20.0, 30.0))
     return ScheduleConfig(max_res=max_res, total_kimg=total_kimg, stable_kimg=30.0, fade_kimg=30.0,
-                          batch=32, lr=1e-3)
+                          kimg_by_res=tuple(e for e in lengths if e[0] <= max_res), batch=32, lr=1e-3)
 
 
 def progan_paper_schedule(max_res: int = 1024) -> ScheduleConfig:

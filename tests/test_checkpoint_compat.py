@@ -1,0 +1,39 @@
+"""A checkpoint written by the first version's code (commit 5c88055: ProGAN-style networks, no
+direct caption part of w, the rolled matching term) still loads, generates and resumes.
+
+`tests/data/gan-5c88055.pt` is a tiny 8 px training checkpoint (stage 1, every network and
+optimizer) that the code of that commit wrote, on `generate_demo_dataset(root, 16, 32)` data,
+with `tests/data/make_gan_5c88055.py` run inside a checkout of 5c88055.
+"""
+from pathlib import Path
+
+import torch
+
+import train_progan
+from datasets.demo_scenes import generate_demo_dataset
+from stylegan_t2i.checkpoint import load_checkpoint
+from stylegan_t2i.inference import load_sampler
+
+OLD = Path(__file__).resolve().parent / "data" / "gan-5c88055.pt"
+
+
+def test_old_checkpoint_generates():
+    data = load_checkpoint(OLD, kinds="gan")
+    assert "architecture" not in data["config"]["generator"]           # really written before the change
+    sampler = load_sampler(OLD, "cpu")
+    assert sampler.G.cfg.architecture == "orig" and sampler.G.cfg.text_w_dim == 0
+    img = sampler.sample(["a small red circle on the left on a black background"] * 2, [0, 1])
+    assert img.shape == (2, 3, 8, 8) and torch.isfinite(img).all()
+
+
+def test_old_checkpoint_resumes_and_keeps_its_networks(tmp_path):
+    image_dir, label_dir = generate_demo_dataset(tmp_path / "data", resolution=16, num_images=32)
+    old = load_checkpoint(OLD, kinds="gan")
+    final = train_progan.main(["--image_dir", str(image_dir), "--label_dir", str(label_dir),
+                               "--resume", str(OLD), "--total_kimg", "0.056", "--device", "cpu",
+                               "--out", str(tmp_path / "runs")])
+    new = load_checkpoint(final, kinds="gan")
+    assert new["progress"]["nimg"] > old["progress"]["nimg"]
+    assert new["config"]["generator"]["architecture"] == "orig"          # the old networks, continued
+    assert new["G"].keys() == old["G"].keys() and new["D"].keys() == old["D"].keys()
+    assert any(not torch.equal(new["G"][k], old["G"][k]) for k in old["G"])
