@@ -8,14 +8,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, ".")
+sys.path.insert(0, ".")   # the old checkout's own modules, not an installed copy
 import train_progan  # noqa: E402
 from datasets.demo_scenes import generate_demo_dataset  # noqa: E402
 from stylegan_t2i.data import ImageLabelDataset  # noqa: E402
 from stylegan_t2i.text.pretrain import PretrainConfig, pretrain_text_encoder, save_text_encoder  # noqa: E402
-
 from stylegan_t2i.models.critic import CriticConfig  # noqa: E402
 from stylegan_t2i.models.generator import GeneratorConfig  # noqa: E402
 
