@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from stylegan_t2i.models.layers import (
+    ARCHITECTURES,
     Conv2dLayer,
     FullyConnectedLayer,
     MinibatchStdLayer,
@@ -43,8 +44,8 @@ class CriticConfig:
         for name in ("text_dim", "mbstd_group_size", "mbstd_channels", "cmap_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CriticConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.architecture not in ("orig", "skip"):
-            raise ValueError(f"CriticConfig.architecture must be 'orig' or 'skip', got {self.architecture!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"CriticConfig.architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
 
     @property
     def num_stages(self) -> int:

@@ -14,6 +14,7 @@ from torch import nn
 
 from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.models.layers import (
+    ARCHITECTURES,
     FullyConnectedLayer,
     NoiseInjection,
     assert_shape,
@@ -66,8 +67,6 @@ class GeneratorConfig:
         """Width of the w that the synthesis network reads: the MLP part plus the caption part."""
         return self.w_dim + self.text_w_dim
 
-
-ARCHITECTURES = ("orig", "skip")
 
 # ---------------------------------------------------------------------------
 

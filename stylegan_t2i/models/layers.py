@@ -20,6 +20,7 @@ from stylegan_t2i.batch_share import BatchShare, whole_batch
 from stylegan_t2i.ops import bias_act, upfirdn2d
 
 RESAMPLE_KERNEL = (1, 3, 3, 1)  # binomial FIR of StyleGAN2 (sec. B of the paper)
+ARCHITECTURES = ("orig", "skip")  # growth forms of G and D (docs/architecture.md, "Generator", "Critic")
 
 # ---------------------------------------------------------------------------
 

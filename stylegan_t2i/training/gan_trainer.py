@@ -182,7 +182,7 @@ class GanTrainer:
         idx, valid = self.negatives.draw(captions, unit)
         rows = slice(share.start, share.stop)
         return StepText(text=sentence[rows], unit=unit[rows],
-                        wrong=self.negatives.sentence[idx[rows]].to(self.device), wrong_valid=valid[rows])
+                        wrong=self.negatives.sentence[idx[rows]], wrong_valid=valid[rows])
 
     def critic_step(self, phase: Phase, share: BatchShare, reals: torch.Tensor, step_text: StepText) -> None:
         """One critic update on this rank's share of the global batch (gradients averaged over ranks).

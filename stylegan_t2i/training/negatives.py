@@ -10,7 +10,7 @@ has cosine >= 0.99 with it, and every caption that differs in one attribute <= 0
 nearest captions below a cosine of 0.95 are those that change one word.
 
 `CaptionPool` holds the distinct captions of the dataset (a seeded subset of at most
-`max_size`), embedded once in a fixed order, so a resumed run draws from the same pool.
+`max_pool`), embedded once in a fixed order, so a resumed run draws from the same pool.
 """
 from __future__ import annotations
 
