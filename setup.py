@@ -15,6 +15,14 @@ setup(
         "tensorboard",
         "sentencepiece",
         "pillow",
+        # stylegan_t2i/plot.py (Agg, no display); tested with 3.9.4 and 3.11.2.
+        "matplotlib>=3.9",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={
+        # tools/export_onnx.py and generation without torch (README "ONNX export"); opset 17 needs
+        # onnx >= 1.12 / onnxruntime >= 1.13; tested with onnx 1.23.2, onnxruntime 1.32.0.
+        "onnx": ["onnx>=1.12", "onnxruntime>=1.13"],
+        # The suite includes the ONNX parity test, so CI installs onnxruntime too.
+        "test": ["pytest", "hypothesis", "onnx>=1.12", "onnxruntime>=1.13"],
+    },
 )

@@ -192,25 +192,27 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def checkpoint_generator(path: str, device: torch.device, options: dict[str, dict]) -> tuple[GenerateFn, int]:
+def checkpoint_generator(path: str, device: torch.device, options: dict) -> tuple[GenerateFn, int]:
     """(generate_fn, resolution) of a trained checkpoint through stylegan_t2i.inference;
-    `options[kind]` are the keyword arguments of that kind's sampler (see `sample_options`)."""
+    `options` are keywords of its sampler's `sample`, which checks them (see `sample_options`)."""
     from stylegan_t2i.checkpoint import CheckpointError
     from stylegan_t2i.inference import load_sampler
     try:
         sampler = load_sampler(path, device)
-    except CheckpointError as e:
+        sampler.options(**options)
+    except (CheckpointError, ValueError) as e:
         raise SystemExit(str(e)) from None
 
     def generate(captions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-        return sampler.sample(list(captions), list(seeds), **options[sampler.kind]).cpu()
+        return sampler.sample(list(captions), list(seeds), **options).cpu()
     return generate, int(sampler.resolution)
 
 
-def sample_options(args: argparse.Namespace) -> dict[str, dict]:
-    """The sampling flags, per checkpoint kind (the loaded sampler picks its own)."""
-    return {"gan": {"truncation": args.truncation},
-            "ddpm": {"steps": args.steps, "sampler": args.sampler, "eta": args.eta, "guidance": args.guidance}}
+def sample_options(args: argparse.Namespace) -> dict:
+    """The sampling flags that were given; the loaded sampler fills in the rest and rejects the
+    ones its kind does not take."""
+    names = ("truncation", "steps", "sampler", "eta", "guidance")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -228,15 +230,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="evaluate a fixed random subset of this many seen combinations (default: 0 = all 216)")
     p.add_argument("--seed", type=int, default=0,
                    help="base seed of images, subset and real references (default: 0)")
-    p.add_argument("--truncation", type=float, default=1.0,
-                   help="GAN checkpoints: truncation psi (default: 1)")
-    p.add_argument("--steps", type=int, default=50, help="DDPM checkpoints: denoising steps (default: 50)")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim",
+    p.add_argument("--truncation", type=float, help="GAN checkpoints: truncation psi (default: 1)")
+    p.add_argument("--steps", type=int, help="DDPM checkpoints: denoising steps (default: 50)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"),
                    help="DDPM checkpoints: 'ddim' or ancestral 'ddpm' (default: ddim)")
-    p.add_argument("--eta", type=float, default=0.0,
+    p.add_argument("--eta", type=float,
                    help="DDPM checkpoints: DDIM eta, 0 deterministic, 1 = DDPM variance (default: 0)")
-    p.add_argument("--guidance", type=float, default=3.0,
-                   help="DDPM checkpoints: classifier-free guidance scale (default: 3)")
+    p.add_argument("--guidance", type=float, help="DDPM checkpoints: classifier-free guidance scale (default: 3)")
     p.add_argument("--data_root", default=None,
                    help="demo dataset folder the classifier trains on (default: datasets/demo)")
     p.add_argument("--classifier", default=None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 
@@ -21,8 +22,20 @@ FORMAT_VERSION = 1
 KINDS = ("gan", "ddpm", "text_encoder")
 
 
+T = TypeVar("T")
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint could not be used; the message is one line meant for the user."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is no checkpoint at all: truncated, empty, random bytes or foreign data, as after
+    disk trouble (unlike a good checkpoint that cannot be used here: a newer version, another kind)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason    # A few words for a warning, e.g. "EOFError".
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> Path:
@@ -85,13 +98,14 @@ def load_checkpoint(path: str | os.PathLike, kinds: str | Iterable[str] | None =
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused to load (not a plain-data checkpoint; weights_only=True rejected it: {first})"
-        ) from None
+        raise CorruptCheckpointError(
+            f"{path}: refused to load (not a plain-data checkpoint; weights_only=True rejected it: {first})",
+            "not plain data") from None
     except Exception as e:  # a malformed file can make the unpickler raise anything
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise CorruptCheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})",
+                                     type(e).__name__) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_TAG:
-        raise CheckpointError(f"{path}: not a stylegan_t2i checkpoint")
+        raise CorruptCheckpointError(f"{path}: not a stylegan_t2i checkpoint", "not a stylegan_t2i checkpoint")
     version = data.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -105,6 +119,41 @@ def load_checkpoint(path: str | os.PathLike, kinds: str | Iterable[str] | None =
                 f"{path}: checkpoint of kind {data.get('kind')!r}, expected {' or '.join(map(repr, allowed))}"
             )
     return data
+
+
+def load_newest_readable(
+    candidates: Iterable[Path],     # Checkpoints found by a search, best (newest) first; may be lazy.
+    load:       Callable[[Path], T],  # Loads one, e.g. `lambda p: load_checkpoint(p, kinds="gan")`.
+) -> tuple[T, Path] | None:
+    """`(load(path), path)` of the first candidate that is not corrupt, or None when none is left.
+
+    A corrupt candidate (`CorruptCheckpointError`) is renamed to `<name>.corrupt` (never deleted,
+    never over an earlier one), named in one warning line on stderr, and the next one is tried.
+    Any other `CheckpointError` (a newer format version, another kind) is raised: that file is
+    fine, just not usable here. Each candidate is loaded at most once. Only for checkpoints found
+    by searching (`--resume auto`, generate.py without --checkpoint): a file the user named is
+    loaded as it is, and a failure is an error.
+    """
+    for path in candidates:
+        try:
+            return load(path), path
+        except CorruptCheckpointError as e:
+            print(f"warning: {path} is corrupt ({e.reason}); {_set_aside(path)}, "
+                  f"falling back to the previous checkpoint", file=sys.stderr)
+    return None
+
+
+def _set_aside(path: Path) -> str:
+    """Rename a corrupt file to the first free `<name>.corrupt[.N]`; says what was done."""
+    dest, n = path.with_name(f"{path.name}.corrupt"), 0
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.name}.corrupt.{n}")
+    try:
+        path.rename(dest)
+    except OSError as e:
+        return f"could not rename it ({e.strerror or e})"
+    return f"renamed it to {dest.name}"
 
 
 def _first_line(e: BaseException) -> str:

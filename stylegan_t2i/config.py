@@ -1,4 +1,4 @@
-"""Config dataclasses <-> JSON-able dicts, strictly (unknown keys are an error)."""
+"""Config dataclasses <-> JSON-able dicts, strictly (unknown keys are an error, removed ones are dropped)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +15,14 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild `cls` from `data`; unknown keys raise, missing keys take the defaults."""
+    """Rebuild `cls` from `data`; unknown keys raise, missing keys take the defaults.
+
+    A class may list in `REMOVED_KEYS` the fields it no longer has: older checkpoints still
+    hold them, and those keys are dropped instead of raising (each class says why it may).
+    """
     names = {f.name: f for f in dataclasses.fields(cls)}
+    removed = getattr(cls, "REMOVED_KEYS", ())
+    data = {key: value for key, value in data.items() if key not in removed}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")

@@ -155,7 +155,10 @@ def resolve_device(name: str) -> torch.device:
     """--device auto|cpu|cuda|cuda:N -> a device; asking for CUDA without a GPU is a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SystemExit(f"error: bad --device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {name} but no CUDA GPU is available; use --device cpu")
     return device

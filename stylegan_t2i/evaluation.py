@@ -15,6 +15,9 @@ What is compared (docs/architecture.md, "What is measured"):
   weights file (then FD is FID), else the sampler's own contrastive image encoder (numbers
   then comparable only between checkpoints that share that encoder); `feature_space` in the
   result says which;
+- IS (the Inception Score; opt-in, not in DEFAULT_METRICS) needs `cfg.inception`: it scores
+  the generated images alone with the InceptionV3 classifier, whose logits are a linear map of
+  the same pool3 features FID uses, so the generated images go through InceptionV3 once;
 - SWD needs no network (ProGAN's Laplacian-pyramid patches);
 - alignment (mean cosine, R-precision) always uses the sampler's own contrastive model: it is
   comparable between two checkpoints only when they share the text encoder.
@@ -25,7 +28,7 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +41,7 @@ from stylegan_t2i.metrics import (
     embed_images_and_captions,
     extract_features,
     frechet_distance_from_features,
+    inception_score,
     kernel_inception_distance,
     make_feature_extractor,
     mean_cosine_alignment,
@@ -46,7 +50,8 @@ from stylegan_t2i.metrics import (
     sliced_wasserstein_distance,
 )
 
-METRICS = ("fd", "kid", "swd", "pr", "align")
+METRICS = ("fd", "kid", "swd", "pr", "align", "is")
+DEFAULT_METRICS = METRICS[:5]   # Every metric but IS, which exists only with InceptionV3 weights.
 SEED_STRIDE = 1_000_000     # Image i of an evaluation with seed s uses noise seed s * SEED_STRIDE + i.
 SWD_PATCH = 7               # ProGAN's SWD neighbourhood side: the smallest resolution it can measure.
 
@@ -62,28 +67,29 @@ def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class EvalConfig:
     num:            int = 10_000            # Generated images, and real images they are compared with.
-    metrics:        tuple[str, ...] = METRICS   # Any of METRICS.
+    metrics:        tuple[str, ...] = DEFAULT_METRICS   # Any of METRICS ('is' needs `inception`).
     batch:          int = 64                # Images per sampler call and per feature pass.
     seed:           int = 0                 # Fixes the caption choice and the noise seeds.
-    truncation:     float = 1.0             # GAN only: psi toward the caption's mean w.
-    steps:          int = 50                # DDPM only: denoising steps.
-    guidance:       float = 3.0             # DDPM only: classifier-free guidance scale.
-    sampler:        str = "ddim"            # DDPM only: 'ddim' or 'ddpm' (ancestral).
-    eta:            float = 0.0             # DDPM only: DDIM eta.
+    options:        dict[str, Any] = field(default_factory=dict)   # sampler.sample's keywords; it checks them.
     inception:      str | None = None       # InceptionV3 (pytorch-fid) weights file; None: encoder space.
     kid_subsets:    int = 100               # KID: random subset pairs (Binkowski et al.: 100) ...
     kid_subset_size: int = 1000             # ... of this many images (clipped to num).
     pr_k:           int = 3                 # Precision/recall k-NN radius (Kynkaanniemi et al.: 3).
+    is_splits:      int = 10                # IS: contiguous parts scored apart (Salimans et al.: 10).
     r_precision_distractors: int = 99       # R-precision: mismatched captions per image (clipped to num - 1).
 
     def __post_init__(self) -> None:
         check_metrics(self.metrics)
-        if self.num < 2 or self.batch < 1 or self.steps < 1:
-            raise ValueError(f"need num >= 2, batch >= 1 and steps >= 1 (got {self.num}, {self.batch}, {self.steps})")
+        if self.num < 2 or self.batch < 1:
+            raise ValueError(f"need num >= 2 and batch >= 1 (got {self.num}, {self.batch})")
+        if "is" in self.metrics and self.inception is None:
+            raise ValueError("metric 'is' (Inception Score) needs the InceptionV3 classifier: give its weights "
+                             "(--inception pt_inception-2015-12-05-6726825d.pth) or leave 'is' out of the metrics")
+        if "is" in self.metrics and not 1 <= self.is_splits <= self.num:
+            raise ValueError(f"metric 'is' with is_splits={self.is_splits} needs 1 <= is_splits <= num, "
+                             f"got num={self.num}")
         if "pr" in self.metrics and self.num <= self.pr_k:
             raise ValueError(f"precision/recall with k={self.pr_k} needs num > {self.pr_k}, got {self.num}")
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
 
 
 def eval_captions(
@@ -107,12 +113,6 @@ def eval_seeds(num: int, seed: int) -> list[int]:
     return [seed * SEED_STRIDE + i for i in range(num)]
 
 
-def training_resolution(sampler: Any) -> int:
-    """The resolution the checkpoint was trained towards: a GAN snapshot taken mid-growth samples
-    below its final `max_res`, and its real images are then area down-sampled from `max_res`."""
-    return sampler.G.cfg.max_res if sampler.kind == "gan" else sampler.resolution
-
-
 def real_images_u8(
     dataset:    Any,            # ImageLabelDataset (images at dataset.resolution >= res).
     res:        int,            # Resolution of the real set.
@@ -123,15 +123,8 @@ def real_images_u8(
     return images[torch.arange(num) % images.shape[0]]
 
 
-def sample_options(sampler: Any, cfg: EvalConfig) -> dict[str, Any]:
-    """Keyword arguments of `sampler.sample` for this config (GAN: truncation; DDPM: steps...)."""
-    if sampler.kind == "ddpm":
-        return {"steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler, "eta": cfg.eta}
-    return {"truncation": cfg.truncation}
-
-
 def generate_u8(
-    sampler:    Any,                # GanSampler / DdpmSampler (or anything with .sample).
+    sampler:    Any,                # An inference.Sampler (or anything with .sample).
     captions:   Sequence[str],      # N captions.
     seeds:      Sequence[int],      # N seeds.
     cfg:        EvalConfig,
@@ -141,11 +134,11 @@ def generate_u8(
 
     Images are kept as uint8, as a saved PNG would be (the metrics quantise to 8 bits anyway),
     which holds 10k images at 256^2 in 2 GB rather than 8."""
-    opts, out, seconds = sample_options(sampler, cfg), [], 0.0
+    out, seconds = [], 0.0
     with tqdm(total=len(seeds), desc=f"generating ({sampler.kind})", unit="img", disable=not progress) as bar:
         for i in range(0, len(seeds), cfg.batch):
             start = time.perf_counter()
-            img = sampler.sample(list(captions[i:i + cfg.batch]), list(seeds[i:i + cfg.batch]), **opts)
+            img = sampler.sample(list(captions[i:i + cfg.batch]), list(seeds[i:i + cfg.batch]), **cfg.options)
             sync(img.device)
             seconds += time.perf_counter() - start
             out.append(to_uint8(img).permute(0, 3, 1, 2))     # [n, H, W, 3] -> [n, 3, H, W]
@@ -197,6 +190,14 @@ def _distribution_metrics(real_f: torch.Tensor, fake_f: torch.Tensor, cfg: EvalC
     return out
 
 
+@torch.no_grad()
+def _inception_score(inception: Any, fake_pool3: torch.Tensor, cfg: EvalConfig) -> dict:
+    """IS (mean, std over cfg.is_splits parts) from the generated images' pool3 features [N, 2048]."""
+    logits = inception.logits(fake_pool3.to(inception.fc.weight.device))      # [N, 1008]
+    mean, std = inception_score(logits, splits=cfg.is_splits)
+    return {"is": mean, "is_std": std}
+
+
 def _swd(real_u8: torch.Tensor, fake_u8: torch.Tensor, cfg: EvalConfig) -> dict:
     """ProGAN SWD; the coarsest level is 16 (ProGAN) or the image size when that is smaller."""
     res = real_u8.shape[-1]
@@ -222,7 +223,7 @@ def _alignment(bundle: Any, fake_u8: torch.Tensor, captions: Sequence[str], cfg:
 
 
 def evaluate_sampler(
-    sampler:    Any,                        # From inference.load_sampler (kind, resolution, text, kimg, sample).
+    sampler:    Any,                        # An inference.Sampler (kind, resolution, text, kimg, options, sample).
     dataset:    Any,                        # ImageLabelDataset at resolution >= sampler.resolution.
     cfg:        EvalConfig,
     device:     torch.device | str,         # Where InceptionV3 and the precision/recall distances run.
@@ -231,18 +232,23 @@ def evaluate_sampler(
 ) -> dict[str, Any]:
     """Generate cfg.num images and score them against cfg.num real ones (see the module docstring).
 
-    Returns metadata (kind, checkpoint_kimg, resolution, num, feature_space, sampling options,
+    Returns metadata (kind, checkpoint_kimg, resolution, num, feature_space, every sampling option,
     sampling_seconds, images_per_second) and, per requested metric: fd; kid, kid_std;
-    swd, swd_levels ({resolution: SWD x 1e3}); precision, recall; alignment, r_precision,
-    r_precision_distractors. A `cache` dict must not be shared between different datasets."""
+    is, is_std (mean, std over cfg.is_splits parts); swd, swd_levels ({resolution: SWD x 1e3});
+    precision, recall; alignment, r_precision, r_precision_distractors. A `cache` dict must not
+    be shared between different datasets."""
     cache = {} if cache is None else cache
+    options = asdict(sampler.options(**cfg.options))    # A bad option fails here, before any work.
     res = sampler.resolution
     if "swd" in cfg.metrics and res < SWD_PATCH:
         raise ValueError(f"swd needs images of at least {SWD_PATCH}x{SWD_PATCH}; this sampler makes "
                          f"{res}x{res} (leave swd out of the metrics)")
     needs_features = any(m in cfg.metrics for m in ("fd", "kid", "pr"))
-    # Built first, so a bad InceptionV3 path fails before a long generation.
-    extractor = _extractor(cfg, sampler.text, device, cache) if needs_features else None
+    # Built first, so a bad InceptionV3 path fails before a long generation. With "is" in the
+    # metrics cfg.inception is set (EvalConfig checks), so this is InceptionV3 and its pool3
+    # features of the generated images serve FD/KID/PR and IS alike.
+    uses_extractor = needs_features or "is" in cfg.metrics
+    extractor = _extractor(cfg, sampler.text, device, cache) if uses_extractor else None
     captions, seeds = eval_captions(dataset.captions, cfg.num, cfg.seed), eval_seeds(cfg.num, cfg.seed)
     fake_u8, seconds = generate_u8(sampler, captions, seeds, cfg, progress)
     assert fake_u8.shape == (cfg.num, 3, res, res), fake_u8.shape
@@ -251,15 +257,18 @@ def evaluate_sampler(
     real_u8 = cache["images", res, cfg.num]
     result: dict[str, Any] = {
         "kind": sampler.kind, "checkpoint_kimg": float(sampler.kimg), "resolution": res, "num": cfg.num,
-        "metrics": list(cfg.metrics), "seed": cfg.seed, **sample_options(sampler, cfg),
+        "metrics": list(cfg.metrics), "seed": cfg.seed, **options,
         "feature_space": extractor.name if extractor is not None else None,
         "sampling_seconds": seconds, "images_per_second": cfg.num / seconds if seconds > 0 else math.inf,
     }
-    if needs_features:
+    if uses_extractor:
         feat_device = device if cfg.inception is not None else sampler.text.device
-        real_f = _real_features(extractor, sampler.text, real_u8, cfg, feat_device, progress, cache)
         fake_f = extract_features(extractor, fake_u8.split(cfg.batch), cfg.batch, feat_device, progress)
+    if needs_features:
+        real_f = _real_features(extractor, sampler.text, real_u8, cfg, feat_device, progress, cache)
         result.update(_distribution_metrics(real_f, fake_f, cfg, device))
+    if "is" in cfg.metrics:
+        result.update(_inception_score(extractor.module, fake_f, cfg))
     if "swd" in cfg.metrics:
         result.update(_swd(real_u8, fake_u8, cfg))
     if "align" in cfg.metrics:

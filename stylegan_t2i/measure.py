@@ -3,7 +3,9 @@
 `median_ms` times a callable (median of repeats after untimed warm-up calls, with CUDA
 synchronised around each call so the time covers the kernels, not just their launch);
 `reset_peak_memory` / `peak_memory_mib` bracket a measurement; `memory_label` and
-`machine_description` say, in a table or report, what was measured and on what hardware.
+`machine_description` say, in a table or report, what was measured and on what hardware;
+`dense_conv_gflops` / `sgemm_gflops` measure the machine's compute ceiling and `forward_flops`
+counts a network's work, so a throughput can be read as a share of that ceiling.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import time
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def sync(device: torch.device) -> None:
@@ -112,3 +116,40 @@ def machine_description(device: torch.device) -> str:
     gpu = f", GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (f"{_cpu_model()}, {cores} cores{gpu}; device: {device}; "
             f"torch {torch.__version__}; threads: {torch.get_num_threads()}")
+
+
+def dense_conv_gflops(
+    device:     torch.device,
+    warmup:     int,
+    repeats:    int,
+    batch:      int = 32,
+    channels:   int = 256,              # In and out channels of the 3x3 conv.
+    res:        int = 32,               # Its input and output size in pixels.
+) -> float:
+    """The dense-convolution rate of `device`, GFLOP/s: a float32 3x3 conv channels -> channels at
+    res px, padding 1 (2 FLOP per multiply-add), median of `repeats` calls.
+
+    The synthesis and critic convolutions are of this kind, so it is the ceiling their forward can
+    approach; sgemm (`sgemm_gflops`) is the rate the maths library reaches without a conv's
+    data layout."""
+    x = torch.randn(batch, channels, res, res, device=device)
+    w = torch.randn(channels, channels, 3, 3, device=device)
+    with torch.no_grad():
+        ms = median_ms(lambda: F.conv2d(x, w, padding=1), device, warmup, repeats)
+    return 2 * batch * channels * channels * 9 * res * res / ms / 1e6
+
+
+def sgemm_gflops(device: torch.device, warmup: int, repeats: int, n: int = 2048) -> float:
+    """float32 [n, n] @ [n, n] on `device`, GFLOP/s (2 n^3 FLOP), median of `repeats` calls."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2 * n ** 3 / median_ms(lambda: a @ b, device, warmup, repeats) / 1e6
+
+
+def forward_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of fn(), as torch.utils.flop_counter.FlopCounterMode counts them:
+    matrix products and convolutions (grouped and transposed ones included; 2 FLOP per
+    multiply-add), not element-wise work."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()

@@ -1,7 +1,8 @@
 """The one logging funnel: named scalars/images/text to TensorBoard and `log.jsonl`.
 
 Training code computes named values (`{"Loss/D": 1.2}`) and hands them to a `RunLog`;
-nothing else in the package writes logs.
+nothing else in the package writes logs. `read_log` and `latest_history` read log.jsonl back
+(tools/plot_run.py).
 """
 from __future__ import annotations
 
@@ -60,3 +61,44 @@ class RunLog:
             self._writer.close()
             self._jsonl.close()
             self.active = False
+
+
+class LogError(ValueError):
+    """A log.jsonl that cannot be read; the message is one line naming the file (and line)."""
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a log.jsonl in file order: each a JSON object with an integer "step" (images
+    shown) and "time", then the scalars. Missing, empty or malformed: LogError."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise LogError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LogError(f"{path}: cannot read ({e})") from None
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LogError(f"{path} line {i}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict) or type(record.get("step")) is not int:
+            raise LogError(f"{path} line {i}: not a record with an integer 'step'")
+        records.append(record)
+    if not records:
+        raise LogError(f"{path}: empty (no records)")
+    return records
+
+
+def latest_history(records: list[dict]) -> list[dict]:
+    """The records of the run as it now stands. A resumed run appends to the same log from its
+    snapshot's step, so a step at or below an earlier one replaces the records from there on."""
+    out = []
+    for record in records:
+        while out and out[-1]["step"] >= record["step"]:
+            out.pop()
+        out.append(record)
+    return out

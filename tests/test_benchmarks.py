@@ -40,9 +40,28 @@ def test_bench_generator_prints_a_positive_row_per_resolution(capsys):
     out = capsys.readouterr().out
     assert out.startswith('machine: ') and 'torch ' in out and 'threads: ' in out
     cells = _table_rows(out)
-    assert [c[:2] for c in cells] == [['4', '4'], ['8', '4']]
-    assert all(_positive(c) for row in cells for c in row[2:])
+    assert [c[:3] for c in cells] == [['4', '4', 'ours'], ['8', '4', 'ours']]
+    assert all(_positive(c) for row in cells for c in row[3:])
     assert [r['res'] for r in rows] == [4, 8] and all(r['peak'] > 0 for r in rows)
+    assert all(r['train batch'] == 4 for r in rows)  # cpu_demo trains at --batch
+
+
+def test_bench_generator_nvlabs_config_prints_every_column(capsys):
+    rows = bench_generator.main(['--config', 'nvlabs', '--resolutions', '8', '--batch', '4', '--train_batch', '4',
+                                 '--repeats', '1', '--warmup', '0', '--device', 'cpu', '--text_dim', '16'])
+    out = capsys.readouterr().out
+    assert 'config: nvlabs' in out and 'ceiling: dense 3x3 conv' in out and 'GFLOP/s' in out
+    head = [line for line in out.splitlines() if line.startswith('|')][0]
+    assert [c.strip() for c in head.strip('|').split('|')] == [*bench_generator.COLUMNS, 'peak RSS MiB']
+    (cells,) = _table_rows(out)
+    assert cells[:3] == ['8', '4', 'ours'] and all(_positive(c) for c in cells[3:])
+    assert rows[0]['G GFLOP/img'] > 0 and 0 < rows[0]['% of conv ceiling']
+
+
+def test_bench_generator_nvlabs_missing_checkout_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match='no training/networks.py there') as e:
+        bench_generator.main(['--config', 'nvlabs', '--nvlabs', str(tmp_path / 'missing'), '--device', 'cpu'])
+    assert '\n' not in str(e.value)
 
 
 def test_bench_generator_rejects_bad_resolutions_and_batch():
@@ -50,6 +69,8 @@ def test_bench_generator_rejects_bad_resolutions_and_batch():
         bench_generator.main(['--resolutions', '12', '--device', 'cpu'])
     with pytest.raises(SystemExit, match='divisible'):
         bench_generator.main(['--resolutions', '8', '--batch', '6', '--device', 'cpu'])
+    with pytest.raises(SystemExit, match='add --scaling'):
+        bench_generator.main(['--plot', 'x.png', '--device', 'cpu'])
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,9 @@ import torch
 import train_progan
 from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import load_checkpoint
+from stylegan_t2i.config import config_from_dict
 from stylegan_t2i.inference import load_sampler
+from stylegan_t2i.models.generator import Generator, GeneratorConfig
 
 OLD = Path(__file__).resolve().parent / "data" / "gan-5c88055.pt"
 
@@ -35,5 +37,19 @@ def test_old_checkpoint_resumes_and_keeps_its_networks(tmp_path):
     new = load_checkpoint(final, kinds="gan")
     assert new["progress"]["nimg"] > old["progress"]["nimg"]
     assert new["config"]["generator"]["architecture"] == "orig"          # the old networks, continued
-    assert new["G"].keys() == old["G"].keys() and new["D"].keys() == old["D"].keys()
-    assert any(not torch.equal(new["G"][k], old["G"][k]) for k in old["G"])
+    # The same networks, less the global mean w that was never updated (see MappingNetwork).
+    assert new["G"].keys() == old["G"].keys() - {"mapping_net.w_avg"} and new["D"].keys() == old["D"].keys()
+    assert any(not torch.equal(new["G"][k], old["G"][k]) for k in new["G"])
+    assert "w_avg_beta" not in new["config"]["generator"] and "fingerprint" in new["config"]["data"]
+
+
+def test_old_generator_state_dicts_load_strictly():
+    """What `GanTrainer.load_payload` and the sampler do with them: strict loads, the old
+    `w_avg` buffer and `w_avg_beta` config key dropped."""
+    old = load_checkpoint(OLD, kinds="gan")
+    assert "mapping_net.w_avg" in old["G"] and "w_avg_beta" in old["config"]["generator"]
+    G = Generator(config_from_dict(GeneratorConfig, old["config"]["generator"]))
+    for net in ("G", "G_ema"):
+        G.load_state_dict(old[net], strict=True)
+        kept = {k: v for k, v in old[net].items() if k != "mapping_net.w_avg"}
+        assert all(torch.equal(v, kept[k]) for k, v in G.state_dict().items()) and G.state_dict().keys() == kept.keys()

@@ -1,4 +1,4 @@
-"""stylegan_t2i.evaluation, tools/evaluate.py, tools/compare.py and stylegan_t2i.plot on tiny
+"""stylegan_t2i.evaluation, tools/evaluate.py and tools/compare.py on tiny
 checkpoints trained in the test (a few steps, as in test_generate.py / test_generate_ddpm.py).
 
 One torch thread for the whole session comes from tests/conftest.py.
@@ -23,8 +23,7 @@ from stylegan_t2i.evaluation import (
     real_images_u8,
 )
 from stylegan_t2i.images import from_uint8
-from stylegan_t2i.inference import load_sampler
-from stylegan_t2i.plot import Series, line_plot
+from stylegan_t2i.inference import GanOptions, load_sampler, parse_options
 from tools import compare, evaluate, train_ddpm
 
 RES = 8
@@ -59,7 +58,7 @@ def ddpm(data, tmp_path_factory):
 
 
 def _cfg(**kw):
-    return EvalConfig(**{"num": NUM, "batch": 8, "steps": 2, "kid_subsets": 4, **kw})
+    return EvalConfig(**{"num": NUM, "batch": 8, "kid_subsets": 4, **kw})
 
 
 class RealImageSampler:
@@ -70,7 +69,11 @@ class RealImageSampler:
     def __init__(self, dataset, text):
         self.dataset, self.text, self.resolution, self.calls = dataset, text, RES, []
 
-    def sample(self, captions, seeds, truncation=1.0):
+    def options(self, **options):
+        return parse_options(GanOptions, self.kind, options)
+
+    def sample(self, captions, seeds, **options):
+        self.options(**options)
         self.calls.append((list(captions), list(seeds)))
         idx = torch.tensor([s % SEED_STRIDE for s in seeds]) % len(self.dataset)
         return from_uint8(self.dataset.view(RES).images[idx])
@@ -119,15 +122,25 @@ def _read_json(path):
 
 @pytest.mark.parametrize("kind", ["gan", "ddpm"])
 def test_evaluate_tool_writes_the_documented_json(kind, gan, ddpm, data, tmp_path, capsys):
-    ck = gan if kind == "gan" else ddpm
+    ck, options = (gan, []) if kind == "gan" else (ddpm, ["--steps", "2"])
     out = tmp_path / "e.json"
-    evaluate.main(["--checkpoint", str(ck), *data, "--num", str(NUM), "--batch", "8", "--steps", "2",
+    evaluate.main(["--checkpoint", str(ck), *data, "--num", str(NUM), "--batch", "8", *options,
                    "--json", str(out), "--device", "cpu"])
     result = _read_json(out)
     assert JSON_KEYS <= set(result) and result["kind"] == kind and result["num"] == NUM
     assert result["checkpoint"] == str(ck) and "fd " in capsys.readouterr().out
+    # Every option the sampler ran with is recorded, the defaults it filled in included.
     if kind == "ddpm":
-        assert result["steps"] == 2 and result["sampler"] == "ddim"
+        assert result["steps"] == 2 and result["sampler"] == "ddim" and result["guidance"] == 3.0
+    else:
+        assert result["truncation"] == 1.0 and "steps" not in result
+
+
+def test_an_option_the_checkpoint_does_not_take_is_a_one_line_error(gan, data):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", str(gan), *data, "--num", str(NUM), "--steps", "2", "--device", "cpu"])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("error: unknown sampling option(s) steps") and "truncation" in msg
 
 
 def test_unknown_metric_is_a_one_line_error(gan, data):
@@ -155,17 +168,3 @@ def test_compare_writes_report_plot_and_samples(gan, ddpm, data, tmp_path):
     samples = np.asarray(Image.open(out / "samples.png"))
     # 2 prompts x (8 px enlarged to 64 + 2 pad) + 2 pad + 18 header; 4 blocks of 2 seeds.
     assert samples.shape[0] == 2 * 66 + 2 + 18 and samples.shape[1] == 220 + 4 * (2 * 66 + 2 + 8)
-
-
-def test_plot_draws_a_point_where_the_axes_map_it():
-    red = (214, 39, 40)
-    fig, axes = line_plot([Series("a", (0.01, 0.1, 1.0), (3.0, 2.0, 1.0), red)], "x", "y", log_x=True)
-    arr = np.asarray(fig)
-    for x, y in [(0.01, 3.0), (0.1, 2.0), (1.0, 1.0)]:
-        col, row = axes.to_pixel(x, y)
-        assert tuple(arr[row, col]) == red
-    # Equal steps in log10(x) land equally far apart in pixels; larger y is higher up.
-    c0, c1, c2 = (axes.to_pixel(x, 1.0)[0] for x in (0.01, 0.1, 1.0))
-    assert abs((c1 - c0) - (c2 - c1)) <= 1 and axes.to_pixel(0.1, 3.0)[1] < axes.to_pixel(0.1, 1.0)[1]
-    box = axes.box
-    assert box[0] < c0 < c2 < box[2]

@@ -126,7 +126,7 @@ def _check_checkpoints(run: Path) -> tuple[Path, dict]:
         assert leftover.name.startswith(".") and not run_files.SNAPSHOT_PATTERN.match(leftover.name)
     by_nimg = sorted(progress, key=lambda p: progress[p]["nimg"])
     assert run_files.snapshots_in(run) == by_nimg
-    assert run_files.find_auto_resume(run.parent, kind="gan") == by_nimg[-1]
+    assert next(run_files.auto_resume_candidates(run.parent, kind="gan")) == by_nimg[-1]
     return by_nimg[-1], progress[by_nimg[-1]]
 
 
@@ -170,7 +170,7 @@ def test_resume_auto_prefers_a_newer_snapshot_over_an_older_final(tmp_path):
     run = tmp_path / "00000-demo-8"
     save_checkpoint(run / run_files.FINAL_NAME, "gan", {"progress": {"nimg": 16}})    # the first run ended here
     save_checkpoint(run / run_files.snapshot_name(24), "gan", {"progress": {"nimg": 24}})  # extension, then killed
-    assert run_files.find_auto_resume(tmp_path, kind="gan") == run / run_files.snapshot_name(24)
+    assert next(run_files.auto_resume_candidates(tmp_path, kind="gan")) == run / run_files.snapshot_name(24)
 
 
 # ------------------------------------------------------------------------------- non-finite steps
@@ -270,3 +270,26 @@ def test_ema_half_life_counts_every_critic_batch(data, monkeypatch):
     monkeypatch.setattr(gan_trainer, "update_ema", lambda ema, net, beta: betas.append(beta))
     trainer.fit(total_kimg=2 * BATCH / 1000)
     assert betas == [pytest.approx(0.5 ** (2 * BATCH / 100))]
+
+
+def test_lazy_gradient_penalty_runs_every_interval_with_its_weight_scaled(data, monkeypatch):
+    import stylegan_t2i.training.gan_trainer as gan_trainer
+    trainer = _tiny_trainer(data, None, gp_interval=3, n_critic=2)
+    pattern = []
+    for trainer.step in range(3):
+        pattern += [trainer.regularize_now(i) for i in range(2)]
+    assert pattern == [True, False, False, True, False, False]   # critic steps 0 and 3 of 0..5
+    weights = []
+    real_penalty = gan_trainer.gradient_penalty
+    monkeypatch.setattr(gan_trainer, "gradient_penalty",
+                        lambda *a, weight, **k: weights.append(weight) or real_penalty(*a, weight=weight, **k))
+    phase = trainer.schedule.at(0)
+    share = trainer.dist.share(phase.batch)
+    reals, captions = trainer.next_reals(phase, share)
+    step_text = trainer.step_text(captions, share)
+    trainer.critic_step(phase, share, reals, step_text, regularize=False)
+    assert weights == [] and "Loss/D/gp" not in trainer.stats.flush()
+    trainer.critic_step(phase, share, reals, step_text, regularize=True)
+    assert weights == [3 * trainer.cfg.gp_weight]
+    logged = trainer.stats.flush()
+    assert logged["Loss/D/gp"] > 0 and logged["Critic/grad_norm"] > 0

@@ -1,4 +1,5 @@
-"""generate.py on a tiny GAN checkpoint trained in the test: outputs, determinism, discovery, errors."""
+"""generate.py on a tiny GAN checkpoint trained in the test: outputs, viewing size and captions,
+determinism, discovery, errors."""
 import os
 import pickle
 
@@ -11,9 +12,11 @@ import generate
 import train_progan
 from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import FORMAT_VERSION
+from stylegan_t2i.images import BORDER
 from stylegan_t2i.inference import export_for_generation
 
 RES = 8
+NATIVE = ["--size", "0"]    # The model's own RES px, for the tests that index grid cells by RES.
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +41,20 @@ def _grid_shape(rows, cols, res=RES, pad=2):
 def test_grid_rows_are_prompts_and_columns_seeds(trained, tmp_path):
     out = tmp_path / "g.png"
     generate.main(["--checkpoint", str(trained), "--text", "a red circle", "--text", "a blue square",
-                   "--n", "3", "--out", str(out)])
+                   "--n", "3", "--out", str(out), *NATIVE])
     assert _png(out).shape == _grid_shape(2, 3)
 
 
 def test_outdir_writes_one_png_per_image_and_optional_grid(trained, tmp_path):
     written = generate.main(["--checkpoint", str(trained), "--text", "a red circle", "--seeds", "4,7",
-                             "--outdir", str(tmp_path / "o"), "--grid"])
+                             "--outdir", str(tmp_path / "o"), "--grid", *NATIVE])
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == ["grid.png", "p000-s0004.png", "p000-s0007.png"]
     assert len(written) == 3 and _png(tmp_path / "o" / "p000-s0004.png").shape == (RES, RES, 3)
 
 
 def test_same_seed_same_image_and_other_seed_differs(trained, tmp_path):
-    args = ["--checkpoint", str(trained), "--text", "a small red circle on the left on a black background"]
+    args = ["--checkpoint", str(trained), "--text", "a small red circle on the left on a black background", *NATIVE]
     generate.main(args + ["--seeds", "5", "--out", str(tmp_path / "a.png")])
     generate.main(args + ["--seeds", "5", "--out", str(tmp_path / "b.png")])
     generate.main(args + ["--seeds", "6", "--out", str(tmp_path / "c.png")])
@@ -60,6 +63,50 @@ def test_same_seed_same_image_and_other_seed_differs(trained, tmp_path):
     # A seed's image does not depend on which other seeds share the batch.
     generate.main(args + ["--seeds", "4-6", "--outdir", str(tmp_path / "many")])
     assert np.array_equal(_png(tmp_path / "many" / "p000-s0005.png"), a[2:2 + RES, 2:2 + RES])
+
+
+def test_size_resizes_every_image_nearest_in_exact_blocks_or_lanczos_smooth(trained, tmp_path):
+    def run(name, *flags):
+        generate.main(["--checkpoint", str(trained), "--text", "a red circle", "--seeds", "0-1",
+                       "--outdir", str(tmp_path / name), "--grid", *flags])
+        return [_png(tmp_path / name / f) for f in ("grid.png", "p000-s0000.png", "p000-s0001.png")]
+
+    native, near, lanczos, shrunk = (run("native", *NATIVE), run("near", "--size", "128"),
+                                     run("lanczos", "--size", "128", "--resample", "lanczos"),
+                                     run("shrunk", "--size", "4", "--resample", "lanczos"))
+    assert native[0].shape == _grid_shape(1, 2) and native[1].shape == (RES, RES, 3)
+    assert near[0].shape == lanczos[0].shape == _grid_shape(1, 2, res=128)
+    assert shrunk[0].shape == _grid_shape(1, 2, res=4) and shrunk[1].shape == (4, 4, 3)
+    for small, big, smooth in zip(native[1:], near[1:], lanczos[1:]):
+        blocks = torch.from_numpy(small.copy()).repeat_interleave(128 // RES, 0).repeat_interleave(128 // RES, 1)
+        assert big.shape == smooth.shape == (128, 128, 3) and np.array_equal(big, blocks.numpy())
+        assert not np.array_equal(smooth, big)
+    assert np.array_equal(near[0][2:130, 2:130], near[1])     # The grid holds the resized images.
+
+
+def test_default_size_is_large_and_border_light_gray(trained, tmp_path):
+    generate.main(["--checkpoint", str(trained), "--text", "a red circle", "--n", "2", "--out", str(tmp_path / "g.png")])
+    grid = _png(tmp_path / "g.png")
+    assert grid.shape == _grid_shape(1, 2, res=generate.VIEW_SIZE)
+    assert (grid[:2] == BORDER).all() and (grid[:, 2 + generate.VIEW_SIZE:4 + generate.VIEW_SIZE] == BORDER).all()
+
+
+def test_captions_add_a_text_band_above_each_row(trained, tmp_path):
+    args = ["--checkpoint", str(trained), "--text", "a red circle", "--text", "a blue square", "--n", "2", "--size", "64"]
+    generate.main(args + ["--out", str(tmp_path / "plain.png")])
+    generate.main(args + ["--captions", "--out", str(tmp_path / "cap.png")])
+    plain, cap = _png(tmp_path / "plain.png"), _png(tmp_path / "cap.png")
+    assert cap.shape[1] == plain.shape[1] and cap.shape[0] > plain.shape[0]
+    band = (cap.shape[0] - plain.shape[0]) // 2                 # One band (text + 2 px) a row.
+    row_h = band + 64 + 2
+    for r in range(2):
+        text = cap[2 + r * row_h:band + r * row_h, 2:-2]
+        assert (text != BORDER).any(axis=-1).sum() > 20         # Ink in each row's caption band.
+        # The images themselves are the same as without captions.
+        assert np.array_equal(cap[band + r * row_h:band + r * row_h + 64 + 4], plain[r * 66:r * 66 + 68])
+    generate.main(["--checkpoint", str(trained), "--interpolate", "a red circle", "a blue square", "--frames", "3",
+                   "--seeds", "0", "--captions", "--size", "64", "--out", str(tmp_path / "strip.png")])
+    assert _png(tmp_path / "strip.png").shape == (band + 64 + 4, _grid_shape(1, 3, res=64)[1], 3)
 
 
 def test_truncation_zero_gives_the_caption_mean_for_every_seed(trained, tmp_path):
@@ -72,7 +119,7 @@ def test_truncation_zero_gives_the_caption_mean_for_every_seed(trained, tmp_path
 def test_interpolation_strip(trained, tmp_path):
     out = tmp_path / "strip.png"
     generate.main(["--checkpoint", str(trained), "--interpolate", "a red circle", "a blue square",
-                   "--frames", "5", "--seeds", "0-1", "--out", str(out)])
+                   "--frames", "5", "--seeds", "0-1", "--out", str(out), *NATIVE])
     strip = _png(out)
     assert strip.shape == _grid_shape(2, 5)
     first, last = strip[2:2 + RES, 2:2 + RES], strip[2:2 + RES, -(RES + 2):-2]
@@ -83,7 +130,7 @@ def test_text_file_prompts(trained, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\n\n a blue square \n")
     generate.main(["--checkpoint", str(trained), "--text_file", str(prompts), "--n", "2",
-                   "--out", str(tmp_path / "g.png")])
+                   "--out", str(tmp_path / "g.png"), *NATIVE])
     assert _png(tmp_path / "g.png").shape == _grid_shape(2, 2)
 
 
@@ -136,6 +183,9 @@ def test_bad_checkpoints_are_one_line_errors(trained, tmp_path):
 
 def test_prompt_and_output_errors(trained, tmp_path, capsys):
     ck = ["--checkpoint", str(trained)]
+    with pytest.raises(SystemExit, match=r"--size must be 0 .* >= 1, got -1") as e:
+        generate.main(ck + ["--text", "a red circle", "--size", "-1", "--out", str(tmp_path / "neg.png")])
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value) and not (tmp_path / "neg.png").exists()
     with pytest.raises(SystemExit, match="empty prompt"):
         generate.main(ck + ["--text", "   "])
     with pytest.raises(SystemExit, match="no prompt"):

@@ -1,5 +1,5 @@
 """generate.py on a tiny DDPM checkpoint trained in the test: grids, determinism by seed, DDPM and
-DDIM samplers, img2img, errors; a GAN checkpoint ignores the diffusion flags.
+DDIM samplers, img2img, errors; each checkpoint's sampler rejects the flags of the other kind.
 
 One torch thread for the whole session comes from tests/conftest.py.
 """
@@ -38,7 +38,8 @@ def _png(path):
 
 
 def _gen(trained, out, *extra):
-    generate.main(["--checkpoint", str(trained), "--text", PROMPT, "--steps", "5", "--out", str(out), *extra])
+    generate.main(["--checkpoint", str(trained), "--text", PROMPT, "--steps", "5", "--out", str(out),
+                   "--size", "0", *extra])
     return _png(out)
 
 
@@ -51,7 +52,7 @@ def test_loads_as_ddpm_sampler_and_writes_a_prompt_by_seed_grid(trained, tmp_pat
     assert isinstance(sampler, DdpmSampler) and sampler.resolution == RES and sampler.kimg == 0.032
     out = tmp_path / "g.png"
     generate.main(["--checkpoint", str(trained), "--text", "a red circle", "--text", "a blue square",
-                   "--n", "3", "--steps", "10", "--out", str(out)])
+                   "--n", "3", "--steps", "10", "--out", str(out), "--size", "0"])
     assert _png(out).shape == (2 * (RES + 2) + 2, 3 * (RES + 2) + 2, 3)
 
 
@@ -98,24 +99,32 @@ def test_img2img_strength_zero_returns_the_init_image(trained, tmp_path):
     assert np.abs(full - plain).max() <= np.abs(half - plain).max()
 
 
-def test_errors_and_ignored_truncation(trained, tmp_path, capsys):
-    ck = ["--checkpoint", str(trained)]
-    with pytest.raises(SystemExit, match="error: cannot read --init_image"):
-        generate.main(ck + ["--text", PROMPT, "--init_image", str(tmp_path / "missing.png")])
-    with pytest.raises(SystemExit, match="error: --interpolate needs a GAN checkpoint"):
-        generate.main(ck + ["--interpolate", "a red circle", "a blue square", "--out", str(tmp_path / "i.png")])
-    with pytest.raises(SystemExit):
-        generate.main(ck + ["--text", PROMPT, "--strength", "1.5"])
-    _gen(trained, tmp_path / "t.png", "--n", "1", "--truncation", "0.5")
-    assert "truncation applies to GAN checkpoints only" in capsys.readouterr().err
+def _one_line_error(argv, *fragments):
+    with pytest.raises(SystemExit) as e:
+        generate.main(argv)
+    msg = str(e.value)
+    assert msg.startswith("error: ") and "\n" not in msg and all(f in msg for f in fragments), msg
 
 
-def test_gan_checkpoint_ignores_the_diffusion_flags(data, trained, tmp_path):
+def test_errors_and_rejected_truncation(trained, tmp_path):
+    ck = ["--checkpoint", str(trained), "--out", str(tmp_path / "o.png")]
+    _one_line_error(ck + ["--text", PROMPT, "--init_image", str(tmp_path / "missing.png")], "cannot read --init_image")
+    _one_line_error(ck + ["--interpolate", "a red circle", "a blue square"], "--interpolate needs a GAN checkpoint")
+    _one_line_error(ck + ["--text", PROMPT, "--strength", "1.5"], "option strength", "[0, 1]", "1.5")
+    _one_line_error(ck + ["--text", PROMPT, "--steps", "0"], "option steps", ">= 1")
+    _one_line_error(ck + ["--text", PROMPT, "--steps", "1001"], "at most the 1000 training timesteps")
+    _one_line_error(ck + ["--text", PROMPT, "--eta", "-1"], "option eta")
+    _one_line_error(ck + ["--text", PROMPT, "--truncation", "0.5"],
+                    "unknown sampling option(s) truncation for a ddpm checkpoint", "steps, guidance, sampler")
+
+
+def test_gan_checkpoint_rejects_the_diffusion_flags(data, trained, tmp_path):
     final = train_progan.main(data + ["--out", str(tmp_path / "runs"), "--max_res", "8", "--batch", "4",
                                       "--kimg_per_stage", "0.004", "--total_kimg", "0.004", "--device", "cpu",
                                       "--text_encoder", str(trained.parent / "text_encoder.pt")])
-    args = ["--checkpoint", str(final), "--text", PROMPT, "--seeds", "0-1"]
-    generate.main(args + ["--out", str(tmp_path / "plain.png")])
-    generate.main(args + ["--out", str(tmp_path / "flags.png"), "--steps", "7", "--guidance", "5",
-                          "--sampler", "ddpm", "--eta", "1", "--strength", "0.2"])
-    assert np.array_equal(_png(tmp_path / "plain.png"), _png(tmp_path / "flags.png"))
+    args = ["--checkpoint", str(final), "--text", PROMPT, "--seeds", "0-1", "--out", str(tmp_path / "g.png")]
+    _one_line_error(args + ["--steps", "7", "--guidance", "5"],
+                    "unknown sampling option(s) steps, guidance for a gan checkpoint; it takes truncation")
+    assert not (tmp_path / "g.png").exists()
+    generate.main(args + ["--truncation", "0.5", "--size", "0"])
+    assert _png(tmp_path / "g.png").shape == (RES + 4, 2 * (RES + 2) + 2, 3)

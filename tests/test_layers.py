@@ -94,18 +94,39 @@ def _modconv_loop(x, weight, styles, demodulate, up):
     return torch.cat(outs)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("demodulate,up", [(True, 1), (False, 1), (True, 2)])
-def test_modulated_conv_equals_per_sample_loop(demodulate, up):
+def test_modulated_conv_equals_per_sample_loop(demodulate, up, fused):
     torch.manual_seed(0)
     x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
     weight = torch.randn(5, 4, 3, 3, dtype=torch.float64)
     styles = torch.randn(3, 4, dtype=torch.float64)
     out = modulated_conv2d(x, weight, styles, up=up, demodulate=demodulate,
-                           resample_filter=resample_filter())
+                           resample_filter=resample_filter(), fused=fused)
     ref = _modconv_loop(x, weight, styles, demodulate, up)
     border = 1 if up == 2 else 0  # See test_conv_up_equals_fir_upsample_then_conv.
     h = out.shape[-1]
     torch.testing.assert_close(out[..., border:h - border, border:h - border], ref[..., border:h - border, border:h - border])
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_fused_and_unfused_modulated_conv_agree_in_value_and_gradients(up):
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for fused in (True, False):
+        out = modulated_conv2d(x, weight, styles, up=up, resample_filter=resample_filter(), fused=fused)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum(),
+                                         [x, weight, styles], create_graph=True))
+    torch.testing.assert_close(outs[0], outs[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    # Second order too: a gradient penalty through G (path length, R1 on G) sees the same maths.
+    second = [torch.autograd.grad(g[0].square().sum(), weight)[0] for g in grads]
+    torch.testing.assert_close(second[0], second[1])
 
 
 def test_modulated_conv_adds_noise():
@@ -142,6 +163,13 @@ def test_minibatch_std_of_a_slice_equals_the_whole_batch():
     x = torch.randn(8, 6, 3, 3)
     layer = MinibatchStdLayer(group_size=4, num_channels=2)
     torch.testing.assert_close(layer(x[4:]), layer(x)[4:])
+
+
+def test_minibatch_std_keeps_concatenated_sets_apart():
+    # Reals and fakes in one critic pass: a group never mixes the two, even below the group size.
+    a, b = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    layer = MinibatchStdLayer(group_size=4, num_channels=2)
+    torch.testing.assert_close(layer(torch.cat([a, b]), sets=2), torch.cat([layer(a), layer(b)]))
 
 
 def test_minibatch_std_group_is_capped_by_batch_and_checks_divisibility():

@@ -1,6 +1,7 @@
 """WGAN-GP, drift, matching-aware critic loss and generator loss: closed forms and signs."""
 import torch
 
+from stylegan_t2i.images import zoom_and_shift
 from stylegan_t2i.training.losses import (
     MISMATCH_MARGIN,
     MISMATCH_WEIGHT,
@@ -8,7 +9,6 @@ from stylegan_t2i.training.losses import (
     critic_loss,
     generator_loss,
     gradient_penalty,
-    translate,
 )
 
 
@@ -114,13 +114,24 @@ def test_alignment_loss_is_one_minus_cosine_and_pulls_toward_the_caption():
     assert alignment_loss(stepped, text) < loss
 
 
-def test_translate_moves_content_by_the_given_fraction():
+def test_zoom_and_shift_moves_content_by_the_given_fraction():
     img = torch.zeros(2, 1, 8, 8)
     img[:, :, 3, 2] = 1.0                                         # one bright pixel at (y=3, x=2)
-    out = translate(img, torch.tensor([[0.25, 0.0], [0.0, -0.125]]))
+    out = zoom_and_shift(img, torch.tensor([[0.25, 0.0], [0.0, -0.125]]))
     assert out[0, 0].argmax() == 3 * 8 + 4                        # dx = +2 px
     assert out[1, 0].argmax() == 2 * 8 + 2                        # dy = -1 px
-    torch.testing.assert_close(translate(img, torch.zeros(2, 2)), img)
-    shifted = translate(img.requires_grad_(True), torch.full((2, 2), 0.1))
+    torch.testing.assert_close(zoom_and_shift(img, torch.zeros(2, 2)), img)
+    shifted = zoom_and_shift(img.requires_grad_(True), torch.full((2, 2), 0.1))
     (grad,) = torch.autograd.grad(shifted.sum(), img)
     assert grad.abs().sum() > 0
+
+
+def test_zoom_enlarges_about_the_centre():
+    img = torch.zeros(1, 1, 16, 16)
+    img[:, :, 6:10, 6:10] = 1.0                                   # a centred 4x4 square
+    out = zoom_and_shift(img, torch.zeros(1, 2), torch.tensor([2.0]))
+    assert out[0, 0, 5:11, 5:11].min() > 0.99 and out[0, 0, 3:13, 3:13].sum() > 50  # now about 8x8, centred
+    assert out[0, 0, :3].max() < 0.01 and out[0, 0, 13:].max() < 0.01
+    smaller = zoom_and_shift(img, torch.zeros(1, 2), torch.tensor([0.5]))
+    assert 3.5 < smaller.sum() < 4.5                              # a quarter of the area
+    torch.testing.assert_close(zoom_and_shift(img, torch.zeros(1, 2), torch.ones(1)), img)

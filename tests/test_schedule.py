@@ -1,7 +1,7 @@
 import pytest
 
 from stylegan_t2i.training.schedule import (ProgressiveSchedule, ScheduleConfig, cpu_demo_schedule,
-                                            progan_paper_schedule)
+                                            progan_paper_schedule, remaining_seconds)
 
 
 def test_phases_follow_fade_and_stable_kimg():
@@ -59,3 +59,13 @@ def test_per_resolution_lengths_and_the_cpu_demo_hour():
 def test_invalid_config_is_rejected(bad):
     with pytest.raises(ValueError):
         ScheduleConfig(**bad)
+
+
+def test_eta_counts_each_stage_at_its_own_speed():
+    sched = ProgressiveSchedule(ScheduleConfig(max_res=16, total_kimg=10.0, stable_kimg=2.0, fade_kimg=2.0))
+    # 4 px: 0-2 kimg, 8 px: 2-6, 16 px: 6-10. At 1 kimg with 4 px measured at 100 img/s:
+    # 1000 images at 100, 4000 at 50 (one stage up, estimated), 4000 at 25.
+    assert remaining_seconds(sched, 1000, 10_000, {4: 100.0}) == pytest.approx(10 + 80 + 160)
+    # A measured speed replaces the estimate; a stage already passed costs nothing.
+    assert remaining_seconds(sched, 3000, 10_000, {4: 100.0, 8: 80.0}) == pytest.approx(3000 / 80 + 4000 / 40)
+    assert remaining_seconds(sched, 10_000, 10_000, {16: 5.0}) == 0

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stylegan_t2i.diffusion.scheduler import (DDIMScheduler, DDPMScheduler, SchedulerConfig, guided_eps,
-                                              img2img_start, sample)
+                                              img2img_start)
+from stylegan_t2i.inference import reverse_diffusion
 
 T = 1000
 
@@ -27,7 +28,8 @@ def clean_image(seed: int, shape=(4, 3, 8, 8)) -> torch.Tensor:
 
 
 def oracle(x0: torch.Tensor, scheduler, record: list | None = None):
-    """The perfect ε-model for a known x0: ε = (x_t - sqrt(ᾱ_t) x0) / sqrt(1 - ᾱ_t)."""
+    """The perfect ε-model for a known x0: ε = (x_t - sqrt(ᾱ_t) x0) / sqrt(1 - ᾱ_t), as the
+    (x_t, t) -> ε function of `reverse_diffusion`, the DDPM sampler's loop."""
     alpha_bar = torch.from_numpy(reference_alpha_bar(scheduler.cfg.beta_schedule))
 
     def model_fn(x_t, t):
@@ -146,9 +148,10 @@ def test_full_ddpm_loop_with_oracle_returns_clean_image():
     s = DDPMScheduler(SchedulerConfig())
     x0 = clean_image(10, shape=(32, 3, 8, 8))
     implied_eps = []
-    out = sample(oracle(x0, s, implied_eps), s, x0.shape, num_steps=T,
-                 generator=torch.Generator().manual_seed(11), x_start=torch.randn(x0.shape, dtype=torch.float64,
-                 generator=torch.Generator().manual_seed(12)), progress=False)
+    s.set_timesteps(T)
+    x_T = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    generators = [torch.Generator().manual_seed(11 + i) for i in range(len(x0))]
+    out = reverse_diffusion(oracle(x0, s, implied_eps), s, x_T, s.timesteps, generators)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-6)
     # The posterior variance keeps every x_t on the marginal q(x_t | x0): the ε implied by each
     # visited x_t is standard normal (6144 values: std error ~0.01).
@@ -162,8 +165,9 @@ def test_full_ddim50_loop_with_oracle_returns_clean_image():
     s = DDIMScheduler(SchedulerConfig(), eta=0.0)
     x0 = clean_image(13)
     implied_eps = []
-    out = sample(oracle(x0, s, implied_eps), s, x0.shape, num_steps=50, progress=False,
-                 x_start=torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(14)))
+    s.set_timesteps(50)
+    x_T = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
+    out = reverse_diffusion(oracle(x0, s, implied_eps), s, x_T, s.timesteps)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-6)
     # η = 0 moves along the deterministic path that keeps the initial ε (Song et al. eq. 12).
     assert len(implied_eps) == 50
@@ -191,7 +195,7 @@ def test_img2img_start():
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(x, s.add_noise(x0, noise, torch.full((4,), int(steps[0]))))
     # Running the remaining steps with the oracle lands back on the init image.
-    out = sample(oracle(x0, s), s, x0.shape, num_steps=50, x_start=x, timesteps=steps, progress=False)
+    out = reverse_diffusion(oracle(x0, s), s, x, steps)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-6)
     with pytest.raises(ValueError):
         img2img_start(s, x0, 1.5)

@@ -20,7 +20,7 @@ from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, bucket_names
 from stylegan_t2i.text.pretrain import load_text_encoder
 from stylegan_t2i.training.faults import TrainingDiverged
-from stylegan_t2i.training.run_files import find_auto_resume
+from stylegan_t2i.training.run_files import auto_resume_candidates
 from tools import train_ddpm
 
 RES, BATCH = 8, 8
@@ -89,8 +89,8 @@ def test_resume_auto_continues_the_ddpm_run_bit_exactly(data, run_a, tmp_path):
     half = train_ddpm.main(args + ["--total_kimg", "0.024"])   # Nothing to resume: starts run 00000.
     assert half.parent.name.startswith("00000-") and load_checkpoint(half)["progress"]["nimg"] == 24
     save_checkpoint(tmp_path / "00001-gan-8" / "network-final.pt", "gan", {})
-    assert find_auto_resume(tmp_path, kind="ddpm") == half
-    assert find_auto_resume(tmp_path, kind="gan").parent.name == "00001-gan-8"
+    assert next(auto_resume_candidates(tmp_path, kind="ddpm")) == half
+    assert next(auto_resume_candidates(tmp_path, kind="gan")).parent.name == "00001-gan-8"
     final = train_ddpm.main(args + ["--total_kimg", "0.048"])
     assert final.parent == half.parent
     ck_a, w_a = _state(run_a)

@@ -39,14 +39,12 @@ from stylegan_t2i.evaluation import (  # noqa: E402
     eval_seeds,
     evaluate_sampler,
     module_fingerprint,
-    sample_options,
-    training_resolution,
 )
 from stylegan_t2i.images import make_grid, save_png, to_uint8  # noqa: E402
 from stylegan_t2i.inference import load_sampler  # noqa: E402
 from stylegan_t2i.measure import machine_description, median_ms, peak_memory_mib, reset_peak_memory  # noqa: E402
-from stylegan_t2i.plot import Series, labelled_grid, line_plot  # noqa: E402
-from tools.evaluate import add_eval_arguments, eval_config, json_safe, write_json  # noqa: E402
+from stylegan_t2i.plot import Series, labelled_grid, line_plot, save_figure  # noqa: E402
+from tools.evaluate import add_eval_arguments, eval_config, given_options, json_safe, write_json  # noqa: E402
 from train_progan import check_data_arguments, open_dataset  # noqa: E402
 
 # Figure in the report/plot -> the --metrics name that computes it.
@@ -96,25 +94,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 @dataclass(frozen=True)
 class Method:
     name:       str     # Row label: "GAN", "DDIM-25", "DDPM-1000".
-    kind:       str     # Checkpoint kind: 'gan' or 'ddpm'.
+    kind:       str     # Checkpoint kind: 'gan' or 'ddpm' (--gan or --ddpm samples it).
     sampler:    str     # 'gan', 'ddim' or 'ddpm'.
     steps:      int     # Network passes per image (1 for the GAN; guidance doubles the UNet batch).
     num:        int     # Images scored.
     timing_num: int     # Images per timed run.
+    options:    dict    # Keywords of that checkpoint's sampler.sample.
 
 
 def methods(args) -> list[Method]:
-    out = [Method("GAN", "gan", "gan", 1, args.num, args.timing_num)]
-    out += [Method(f"DDIM-{k}", "ddpm", "ddim", k, args.num, args.timing_num) for k in args.ddim_steps]
-    out.append(Method(f"DDPM-{args.ddpm_steps}", "ddpm", "ddpm", args.ddpm_steps,
-                      min(args.ddpm_num, args.num), args.ddpm_timing_num))
+    gan, ddpm = given_options(args, ("truncation",)), given_options(args, ("guidance",))
+    out = [Method("GAN", "gan", "gan", 1, args.num, args.timing_num, gan)]
+    out += [Method(f"DDIM-{k}", "ddpm", "ddim", k, args.num, args.timing_num, {**ddpm, "steps": k, "sampler": "ddim"})
+            for k in args.ddim_steps]
+    out.append(Method(f"DDPM-{args.ddpm_steps}", "ddpm", "ddpm", args.ddpm_steps, min(args.ddpm_num, args.num),
+                      args.ddpm_timing_num, {**ddpm, "steps": args.ddpm_steps, "sampler": "ddpm"}))
     return out
 
 
 def method_config(base: EvalConfig, m: Method) -> EvalConfig:
-    if m.kind == "gan":
-        return dataclasses.replace(base, num=m.num)
-    return dataclasses.replace(base, num=m.num, steps=m.steps, sampler=m.sampler)
+    return dataclasses.replace(base, num=m.num, options=m.options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,11 +122,10 @@ def method_config(base: EvalConfig, m: Method) -> EvalConfig:
 def measure_speed(sampler, m: Method, cfg: EvalConfig, captions, seeds, device) -> dict:
     """Median wall time of TIMING_REPEATS runs on m.timing_num images after one warm-up run
     (first-use costs: kernel selection, allocator growth), and the peak memory of those runs."""
-    options = sample_options(sampler, cfg)
     caps, sds = captions[:m.timing_num], seeds[:m.timing_num]
 
     def run():
-        return sampler.sample(caps, sds, **options)
+        return sampler.sample(caps, sds, **cfg.options)
 
     run()   # The warm-up, outside the peak-memory window.
     note = reset_peak_memory(device)
@@ -150,14 +148,13 @@ def quality_vs_time(rows: list[dict], metric: str, path: Path) -> Path:
               series("DDIM (steps)", ddim, [str(r["steps"]) for r in ddim])]
     groups += [series(f"DDPM ancestral, {r['num']} images", [r], [str(r["steps"])])
                for r in rows if r["sampler"] == "ddpm"]
-    fig, _ = line_plot(groups, "seconds per image (log scale)", metric, f"{metric} vs sampling time", log_x=True)
-    fig.save(path)
-    return path
+    fig = line_plot(groups, "seconds per image (log scale)", metric, f"{metric} vs sampling time", log_x=True)
+    return save_figure(fig, path)
 
 
 def sample_block(sampler, m: Method, cfg: EvalConfig, prompts, seeds) -> np.ndarray:
     """One method's grid: rows = prompts, columns = seeds, enlarged to >= MIN_CELL pixels."""
-    img = sampler.sample([p for p in prompts for _ in seeds], seeds * len(prompts), **sample_options(sampler, cfg))
+    img = sampler.sample([p for p in prompts for _ in seeds], seeds * len(prompts), **cfg.options)
     img_u8 = to_uint8(img)
     scale = max(1, MIN_CELL // img_u8.shape[1])
     img_u8 = img_u8.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
@@ -229,13 +226,13 @@ def commands(args, argv, ms: list[Method]) -> list[str]:
     """This run, and the tools/evaluate.py command that reproduces each row's quality figures."""
     data = "" if args.image_dir is None else f" --image_dir {shlex.quote(str(args.image_dir))} " \
                                              f"--label_dir {shlex.quote(str(args.label_dir))}"
-    common = f"--metrics {args.metrics} --seed {args.seed} --batch {args.batch} --guidance {args.guidance:g}"
+    common = f"--metrics {args.metrics} --seed {args.seed} --batch {args.batch}"
     if args.inception is not None:
         common += f" --inception {shlex.quote(str(args.inception))}"
     out = ["python tools/compare.py " + shlex.join(argv)]
     for m in ms:
-        ck = shlex.quote(str(args.gan if m.kind == "gan" else args.ddpm))
-        extra = f" --truncation {args.truncation:g}" if m.kind == "gan" else f" --steps {m.steps} --sampler {m.sampler}"
+        ck = shlex.quote(str(getattr(args, m.kind)))
+        extra = "".join(f" --{name} {shlex.quote(str(value))}" for name, value in m.options.items())
         out.append(f"python tools/evaluate.py --checkpoint {ck}{data} --num {m.num} {common}{extra}")
     return out
 
@@ -278,7 +275,7 @@ def compare(args, argv: list[str]) -> dict:
         raise SystemExit(f"error: cannot create --out {args.out}: {e.strerror or e}") from None
     device = resolve_device(args.device)
     samplers = load_samplers(args, device)
-    dataset, _, default_prompts = open_dataset(args, max(training_resolution(s) for s in samplers.values()))
+    dataset, _, default_prompts = open_dataset(args, max(s.train_resolution for s in samplers.values()))
     rows = score_methods(args, cfg, samplers, dataset, device)
     prompts, sample_seeds = args.prompts or default_prompts[:4], eval_seeds(args.samples_per_prompt, args.seed)
     report = {"machine": machine_description(device), "gan": str(args.gan), "ddpm": str(args.ddpm),

@@ -1,15 +1,18 @@
-"""Score a GAN or DDPM checkpoint against its dataset: FD, KID, SWD, precision/recall, alignment.
+"""Score a GAN or DDPM checkpoint against its dataset: FD, KID, SWD, precision/recall, alignment, IS.
 
     python tools/evaluate.py --checkpoint runs/00000-demo-32/network-final.pt          # demo data
     python tools/evaluate.py --checkpoint CK --image_dir imgs --label_dir txt --json eval.json
     python tools/evaluate.py --checkpoint DDPM.pt --steps 50 --guidance 3 --num 2000 --metrics fd,kid,align
     python tools/evaluate.py --checkpoint CK --inception pt_inception-2015-12-05-6726825d.pth  # FID
+    python tools/evaluate.py --checkpoint CK --inception pt_inception-2015-12-05-6726825d.pth --metrics fd,is
 
 Generated image i uses caption i (of dataset image i mod N) and seed `--seed`*1e6 + i, so two
 checkpoints evaluated with the same flags see the same captions and noise seeds. FD/KID/PR are
 in InceptionV3 space with --inception (FD is then FID), else in the checkpoint's own contrastive
 image encoder's space; alignment always uses the checkpoint's own contrastive model. Numbers
-in an encoder's space compare only between checkpoints that share that text encoder.
+in an encoder's space compare only between checkpoints that share that text encoder. IS (the
+Inception Score of the generated images, mean +- std over 10 splits) is not in the default
+metrics: it needs --inception, and --metrics is without it is an error.
 """
 from __future__ import annotations
 
@@ -27,16 +30,19 @@ from stylegan_t2i.config import config_to_dict  # noqa: E402
 from stylegan_t2i.data import DatasetError  # noqa: E402
 from stylegan_t2i.distributed import resolve_device  # noqa: E402
 from stylegan_t2i.evaluation import (  # noqa: E402
+    DEFAULT_METRICS,
     METRICS,
     EvalConfig,
     check_metrics,
     evaluate_sampler,
-    training_resolution,
 )
-from stylegan_t2i.inference import load_sampler  # noqa: E402
+from stylegan_t2i.inference import DdpmOptions, GanOptions, load_sampler  # noqa: E402
 from train_progan import check_data_arguments, open_dataset  # noqa: E402
 
 DEFAULTS = EvalConfig()
+# Flags passed through to the sampler, only when given: it fills in the rest and rejects
+# the ones its kind does not take (--steps on a GAN checkpoint) with a one-line error.
+SAMPLING_FLAGS = ("truncation", "guidance", "steps", "sampler", "eta")
 
 
 def add_eval_arguments(p: argparse.ArgumentParser, num: int) -> None:
@@ -47,17 +53,19 @@ def add_eval_arguments(p: argparse.ArgumentParser, num: int) -> None:
     p.set_defaults(xflip=False)     # open_dataset's flag; evaluation never flips.
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--num", type=int, default=num, help=f"generated images, and real images (default: {num})")
-    ev.add_argument("--metrics", default=",".join(METRICS),
-                    help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                    help=f"comma-separated subset of {','.join(METRICS)} (default: {','.join(DEFAULT_METRICS)}; "
+                         "is, the Inception Score, needs --inception)")
     ev.add_argument("--inception", type=Path,
                     help="pytorch-fid InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth): FD becomes "
-                         "FID; default: the checkpoint's own contrastive image encoder")
+                         "FID, and is can be scored; default: the checkpoint's own contrastive image encoder")
     ev.add_argument("--seed", type=int, default=0, help="fixes caption choice and noise seeds (default: 0)")
     ev.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"images per pass (default: {DEFAULTS.batch})")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    ev.add_argument("--truncation", type=float, default=1.0, help="GAN only: truncation psi, 1 = off (default: 1)")
-    ev.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
-                    help=f"DDPM only: classifier-free guidance scale, 1 = off (default: {DEFAULTS.guidance:g})")
+    ev.add_argument("--truncation", type=float,
+                    help=f"GAN only: truncation psi, 1 = off (default: {GanOptions.truncation:g})")
+    ev.add_argument("--guidance", type=float,
+                    help=f"DDPM only: classifier-free guidance scale, 1 = off (default: {DdpmOptions.guidance:g})")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,22 +74,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every figure and the settings to this JSON file")
     add_eval_arguments(p, num=DEFAULTS.num)
     diff = p.add_argument_group("diffusion (DDPM checkpoints only)")
-    diff.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"denoising steps (default: {DEFAULTS.steps})")
-    diff.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim",
-                      help="ddim (deterministic for --eta 0) or ddpm (ancestral) (default: ddim)")
-    diff.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default: 0)")
+    diff.add_argument("--steps", type=int, help=f"denoising steps (default: {DdpmOptions.steps})")
+    diff.add_argument("--sampler", choices=("ddim", "ddpm"),
+                      help=f"ddim (deterministic for --eta 0) or ddpm (ancestral) (default: {DdpmOptions.sampler})")
+    diff.add_argument("--eta", type=float, help=f"DDIM eta (default: {DdpmOptions.eta:g})")
     args = p.parse_args(argv)
     check_data_arguments(p, args)
     return args
 
 
+def given_options(args, names: tuple[str, ...] = SAMPLING_FLAGS) -> dict:
+    """The sampling flags among `names` that were given, as keywords of `sampler.sample`."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def eval_config(args, **overrides) -> EvalConfig:
     """EvalConfig from the flags; a bad value (unknown metric, num too small) is a one-line error."""
-    fields = {"num": args.num, "batch": args.batch, "seed": args.seed, "truncation": args.truncation,
-              "guidance": args.guidance, "inception": None if args.inception is None else str(args.inception)}
-    for name in ("steps", "sampler", "eta"):
-        if hasattr(args, name):
-            fields[name] = getattr(args, name)
+    fields = {"num": args.num, "batch": args.batch, "seed": args.seed, "options": given_options(args),
+              "inception": None if args.inception is None else str(args.inception)}
     try:
         metrics = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()])
         return EvalConfig(metrics=metrics, **{**fields, **overrides})
@@ -116,6 +126,8 @@ def format_table(r: dict) -> str:
         rows.append(("fd", f"{r['fd']:.4g}   ({space})"))
     if "kid" in r:
         rows.append(("kid", f"{r['kid']:.4g} +- {r['kid_std']:.2g}"))
+    if "is" in r:
+        rows.append(("is", f"{r['is']:.4g} +- {r['is_std']:.2g}   (InceptionV3 classifier, std over splits)"))
     if "swd" in r:
         levels = ", ".join(f"{k}: {v:.4g}" for k, v in r["swd_levels"].items())
         rows.append(("swd x1e3", f"{r['swd']:.4g}   (per level {levels})"))
@@ -132,10 +144,10 @@ def evaluate(args) -> dict:
     device = resolve_device(args.device)
     sampler = load_sampler(args.checkpoint, device)
     sampler.batch = args.batch
-    dataset, _, _ = open_dataset(args, training_resolution(sampler))
+    dataset, _, _ = open_dataset(args, sampler.train_resolution)
     try:
         result = evaluate_sampler(sampler, dataset, cfg, device)
-    except (ValueError, OSError) as e:     # swd on a 4x4 snapshot, an unreadable --inception file.
+    except (ValueError, OSError) as e:     # --steps on a GAN, swd on a 4x4 snapshot, an unreadable --inception.
         raise SystemExit(f"error: {e}") from None
     result = {"checkpoint": str(args.checkpoint), **result, "eval_config": config_to_dict(cfg)}
     print(format_table(result))

@@ -1,4 +1,4 @@
-"""Export a generation-only copy of a GAN checkpoint (EMA generator, text encoder, tokenizer).
+"""Export a generation-only copy of a GAN or DDPM checkpoint (EMA network, text encoder, tokenizer).
 
     python tools/export_generator.py --checkpoint runs/00000-demo-32/network-final.pt --out pretrained/demo-gan.pt
 """
@@ -13,7 +13,7 @@ from stylegan_t2i.inference import export_for_generation
 
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="a gan checkpoint written by train_progan.py")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a gan or ddpm checkpoint (train_progan.py, tools/train_ddpm.py)")
     p.add_argument("--out", type=Path, required=True, help="where to write the exported file")
     args = p.parse_args(argv)
     try:

@@ -27,7 +27,8 @@ from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig, cpu_demo_u
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer  # noqa: E402
 from stylegan_t2i.distributed import Distributed  # noqa: E402
 from train_progan import (add_shared_arguments, check_batches_split, check_data_arguments,  # noqa: E402
-                          load_resume, prepare_run, record_data_config, run_entry_point, run_to_end)
+                          check_resume_flags, flag_setting, given_flags, load_resume, prepare_run,
+                          record_data_config, run_entry_point, run_to_end)
 
 DEFAULTS = DdpmTrainConfig()
 
@@ -37,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run = add_shared_arguments(p, "DDPM", snapshot_kimg=DEFAULTS.snapshot_kimg)
     run.add_argument("--sample_steps", type=int, default=DEFAULTS.sample_steps,
                      help=f"guided DDIM steps of those sample grids (default: {DEFAULTS.sample_steps})")
-    train = p.add_argument_group("training (fixed by the checkpoint when resuming, except --total_kimg)")
+    train = p.add_argument_group("training (a resume refuses a change to these, except --total_kimg)")
     train.add_argument("--max_res", type=int, default=32, help="image resolution, a power of two (default: 32)")
     train.add_argument("--total_kimg", type=float,
                        help=f"length of training in thousands of images (default: {DEFAULTS.total_kimg:g})")
@@ -51,11 +52,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--max_res must be a power of two >= 4, got {args.max_res}")
     if args.batch < 1 or args.lr <= 0 or not 0 <= args.p_uncond <= 1 or args.sample_steps < 1:
         p.error("need --batch >= 1, --lr > 0, --p_uncond in [0, 1] and --sample_steps >= 1")
+    args.given = given_flags(p, args, argv)
     return args
 
 
+def trained_with(args, config: dict) -> dict:
+    """Flag dest -> (value, how to say it) that a `ddpm` checkpoint's configs were trained with."""
+    train_cfg = config_from_dict(DdpmTrainConfig, config["train"])
+    was = {"max_res": flag_setting("max_res", config["unet"]["resolution"])}
+    for dest in ("batch", "lr", "p_uncond", "seed", "snapshot_kimg", "sample_steps"):
+        was[dest] = flag_setting(dest, getattr(train_cfg, dest))
+    return was
+
+
 def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, SchedulerConfig, DdpmTrainConfig]:
-    """Configs (saved with the run) and a freshly initialised UNet."""
+    """Configs (saved with the run) and a freshly initialised UNet. A resumed run's come from its
+    checkpoint (`check_resume_flags` has refused flags that say otherwise)."""
     if resumed is not None:
         c = resumed["config"]
         unet_cfg, sched_cfg = config_from_dict(UNetConfig, c["unet"]), config_from_dict(SchedulerConfig, c["scheduler"])
@@ -75,6 +87,7 @@ def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, Sch
 
 def train(args, dist: Distributed, device: torch.device) -> Path | None:
     resumed, resume_path = load_resume(args, "ddpm", dist, device)
+    check_resume_flags(args, resumed, trained_with)
     max_res = resumed["config"]["unet"]["resolution"] if resumed else args.max_res
     dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "ddpm-", dist, device)
     # The UNet cross-attends to the encoder's token features [B, L, text_cfg.dim].

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=defaults.batch, help="(image, caption) pairs per step, global across processes")
     p.add_argument("--lr", type=float, default=defaults.lr, help="AdamW peak learning rate (warm-up, then cosine)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the weights and of batch sampling")
+    p.add_argument("--zoom_jitter", type=float, default=defaults.zoom_jitter,
+                   help="the image tower sees each image zoomed about its centre by 1 +- U(this); 0 = off")
     p.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
@@ -66,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     res = args.resolution
     if res < 8 or res & (res - 1):
         raise SystemExit(f"--resolution must be a power of 2 >= 8 (the image encoder halves it 3 times), got {res}")
+    if not 0 <= args.zoom_jitter < 1:
+        raise SystemExit(f"--zoom_jitter must be in [0, 1), got {args.zoom_jitter}")
     if args.steps < 1 or args.batch < 2:
         raise SystemExit(f"--steps must be >= 1 and --batch >= 2 (got {args.steps}, {args.batch})")
     return args
@@ -133,7 +137,7 @@ def train(args: argparse.Namespace, dist: Distributed, device: torch.device) -> 
     with dist.main_first():     # Rank 0 builds the image cache; the others then read it.
         dataset, name, is_demo = load_dataset(args)
     cfg = dataclasses.replace(PretrainConfig(), resolution=args.resolution, steps=args.steps, batch=args.batch,
-                              lr=args.lr, seed=args.seed)
+                              lr=args.lr, seed=args.seed, zoom_jitter=args.zoom_jitter)
     check_batches_split(dist, [min(cfg.batch, len(dataset))])
     run_dir = dist.broadcast_object(create_run_dir(args.out, f"textenc-{name}-{args.resolution}")
                                     if dist.is_main else None, device)

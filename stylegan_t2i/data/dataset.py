@@ -10,6 +10,7 @@ That holds with `num_workers=0`; worker processes would each draw from a copy of
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -114,6 +115,14 @@ class ImageLabelDataset(torch.utils.data.Dataset):
         if self.xflip and bool(torch.rand((), generator=self._generator) < 0.5):
             return img_u8.flip(-1), caption
         return img_u8.clone(), caption  # a copy: callers may modify it without touching the dataset
+
+    def fingerprint(self) -> dict[str, int | str]:
+        """What identifies the data for a resume, saved with the run's configs: the number of
+        pairs, a hash of their sorted relative names and the resolution (docs/architecture.md,
+        "Checkpoints"). Moving the folders keeps it; adding, removing or renaming a file does not."""
+        names = "\n".join(sorted(self.names)).encode("utf-8", "surrogateescape")
+        return {"num_images": len(self.names), "names_sha256": hashlib.sha256(names).hexdigest()[:16],
+                "resolution": self.resolution}
 
     def view(self, res: int) -> ResolutionView:
         """The same samples at `res` (a power of 2 <= resolution), area down-sampled once and kept."""

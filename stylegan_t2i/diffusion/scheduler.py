@@ -1,7 +1,8 @@
 """Weightless diffusion maths: ε-prediction DDPM (Ho et al. 2020) and DDIM (Song et al. 2021).
 
 The API follows diffusers' schedulers: `add_noise` for training, `set_timesteps` + `step` for
-sampling, no weights and no hidden state beyond the chosen inference timesteps.
+sampling, no weights and no hidden state beyond the chosen inference timesteps. The sampling
+loop itself is `stylegan_t2i.inference.reverse_diffusion`, the one the DDPM sampler runs.
 
 Conventions. Timesteps are 0-based: t = 0 is the first noising step and t = T-1 the last, so
 `alphas_cumprod[t]` is ᾱ after t+1 noising steps; ᾱ_{-1} := 1 stands for the clean image (the
@@ -13,10 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
-from tqdm import tqdm
 
 _COSINE_S = 0.008         # Nichol & Dhariwal 2021 §3.2: offset s so that β_0 is not vanishingly small.
 _COSINE_MAX_BETA = 0.999  # ...and β clipped below 1 to avoid the singularity at t = T.
@@ -240,30 +239,3 @@ def img2img_start(
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     t = torch.full((x0.shape[0],), int(timesteps[0]), dtype=torch.int64, device=x0.device)
     return scheduler.add_noise(x0, noise, t), timesteps
-
-
-@torch.no_grad()
-def sample(
-    model_fn:   Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # (x_t [B,...], t [B] int64) -> ε.
-    scheduler:  Scheduler,                      # DDPMScheduler or DDIMScheduler.
-    shape:      Sequence[int],                  # [B, C, H, W] of the samples.
-    num_steps:  int,                            # Inference steps (set_timesteps is called with it).
-    generator:  torch.Generator | None = None,  # Initial noise and per-step noise.
-    x_start:    torch.Tensor | None = None,     # Start here instead of N(0, I) (img2img).
-    timesteps:  torch.Tensor | None = None,     # Run only these (a tail of the schedule; img2img).
-    device:     torch.device | str = "cpu",     # Where the initial noise is drawn if x_start is None.
-    progress:   bool = True,                    # Show a tqdm bar.
-) -> torch.Tensor:
-    """Run the reverse process from x_T (or x_start) down to x0; returns [B, C, H, W]."""
-    scheduler.set_timesteps(num_steps)
-    timesteps = scheduler.timesteps if timesteps is None else timesteps
-    if x_start is None:
-        x = torch.randn(tuple(shape), generator=generator, device=device)
-    else:
-        assert tuple(x_start.shape) == tuple(shape), (x_start.shape, shape)
-        x = x_start
-    for t in tqdm(timesteps.tolist(), desc="sampling", disable=not progress, leave=False):
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device)
-        eps = model_fn(x, t_batch)
-        x = scheduler.step(eps, t, x, generator=generator)
-    return x

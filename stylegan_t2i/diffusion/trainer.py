@@ -237,7 +237,7 @@ class DdpmTrainer:
     def sample_grid(self):
         """Fixed prompts (rows) x fixed seeds (columns) from the EMA UNet with guided DDIM, as
         [H, W, 3] uint8: the images generate.py gives for the same prompts and seeds."""
-        sampler = DdpmSampler.from_networks(self.unet_ema, self.scheduler_cfg, self.text, self.device)
+        sampler = DdpmSampler(self.unet_ema, self.scheduler_cfg, self.text, self.device)
         captions = [p for p in self.sample_prompts for _ in self.sample_seeds]
         img = sampler.sample(captions, self.sample_seeds * len(self.sample_prompts), steps=self.cfg.sample_steps,
                              guidance=self.cfg.sample_guidance, sampler="ddim")

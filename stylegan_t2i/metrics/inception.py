@@ -1,4 +1,4 @@
-"""InceptionV3 for FID/KID features, in the layout of pytorch-fid's FID network.
+"""InceptionV3 for FID/KID features and Inception Score logits, in pytorch-fid's FID layout.
 
 The network is the TensorFlow "2015-12-05" InceptionV3 used by the original FID code, as
 ported by pytorch-fid (Seitzer 2020): torchvision's Inception3 module names, BatchNorm
@@ -14,11 +14,13 @@ Weights: a state dict saved in the key layout of pytorch-fid's
     Mixed_6{b,c,d,e}.branch{1x1, 7x7_1..3, 7x7dbl_1..5, _pool}.<...>
     Mixed_7a.branch{3x3_1, 3x3_2, 7x7x3_1..4}.<...>
     Mixed_7{b,c}.branch{1x1, 3x3_1, 3x3_2a, 3x3_2b, 3x3dbl_1, 3x3dbl_2, 3x3dbl_3a, 3x3dbl_3b, _pool}.<...>
-    fc.weight [1008, 2048], fc.bias [1008]     (the TF classifier; loaded, unused for features)
+    fc.weight [1008, 2048], fc.bias [1008]     (the TF classifier: IS logits, unused for features)
 
 i.e. exactly `InceptionV3().state_dict()` keys; `bn.num_batches_tracked` may be absent (old
 files), nothing else may be missing or extra. Inputs: img [N, 3, H, W] in [-1, 1], resized
 to 299x299 (bilinear, anti-aliased); TF's network expects (x - 128) / 128, i.e. [-1, 1].
+Outputs: `model(img)` is pool3 [N, 2048] (FID/KID); `model.logits(pool3)` the 1008-way
+classifier logits [N, 1008] (Inception Score), computed from the same pass's pool3.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 INCEPTION_RES = 299
 FEATURE_DIM = 2048
+NUM_CLASSES = 1008      # TF's classifier outputs: the 1000 ImageNet classes, the rest unused.
 
 # ----------------------------------------------------------------------------
 # Building blocks.
@@ -173,7 +176,7 @@ class InceptionE(nn.Module):
 
 
 class InceptionV3(nn.Module):
-    """FID InceptionV3: img [N, 3, H, W] in [-1, 1] -> pool3 features [N, 2048]."""
+    """FID InceptionV3: img [N, 3, H, W] in [-1, 1] -> pool3 features [N, 2048]; `logits` for IS."""
 
     def __init__(self):
         super().__init__()
@@ -193,7 +196,7 @@ class InceptionV3(nn.Module):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, pool="avg")
         self.Mixed_7c = InceptionE(2048, pool="max")
-        self.fc = nn.Linear(FEATURE_DIM, 1008)     # TF's 1008-way classifier; kept for the keys.
+        self.fc = nn.Linear(FEATURE_DIM, NUM_CLASSES)  # TF's 1008-way classifier (`logits`).
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         assert img.ndim == 4 and img.shape[1] == 3, img.shape
@@ -210,6 +213,18 @@ class InceptionV3(nn.Module):
                       self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)                                                        # -> [N, 2048, 8, 8]
         return x.mean(dim=(2, 3))                                               # [N, 2048]
+
+    def logits(self,
+        pool3:  torch.Tensor,           # [N, 2048] from forward(): one pass serves FID and IS.
+        bias:   bool = False,           # Add fc.bias; False is what the reference IS code does.
+    ) -> torch.Tensor:
+        """The TF classifier's logits [N, 1008] (softmax over all 1008 outputs gives p(y|x)).
+
+        The Inception Score of Salimans et al. (openai/improved-gan, and torch-fidelity's
+        'logits_unbiased') multiplies pool3 by the weight of TF's `softmax/logits/MatMul` and
+        never adds the bias, so bias=False reproduces their numbers."""
+        assert pool3.ndim == 2 and pool3.shape[1] == FEATURE_DIM, pool3.shape
+        return F.linear(pool3, self.fc.weight, self.fc.bias if bias else None)
 
 # ----------------------------------------------------------------------------
 # Loading.

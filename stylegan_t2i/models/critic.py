@@ -109,10 +109,11 @@ class CriticEpilogue(nn.Module):
     def features(
         self,
         x: torch.Tensor,                # [B, in_channels, 4, 4]
+        sets: int = 1,                  # x holds this many equal batches (see MinibatchStdLayer).
     ) -> torch.Tensor:
         """-> h [B, in_channels]: the image's features, before any caption enters."""
         assert_shape(x, [None, self.in_channels, 4, 4])
-        return self.fc(self.conv(self.mbstd(x)).flatten(1))
+        return self.fc(self.conv(self.mbstd(x, sets)).flatten(1))
 
     def score(
         self,
@@ -167,6 +168,8 @@ class Critic(nn.Module):
         img: torch.Tensor,              # [B, 3, res, res], res = 4 * 2**stage.
         stage: int,                     # Growth stage in [0, num_stages).
         alpha: float = 1.0,             # Fade-in of the newest block in [0, 1]; ignored at stage 0.
+        sets: int = 1,                  # img holds this many equal batches (e.g. reals, fakes) that
+                                        # the minibatch-std statistic keeps apart.
     ) -> torch.Tensor:
         """-> h [B, channels(4)]: the caption-free trunk, shared by every caption scored.
 
@@ -192,7 +195,7 @@ class Critic(nn.Module):
             elif s == stage and alpha < 1:
                 x_low = self.from_rgb[f"b{r // 2}"](area_downsample(img))
                 x = torch.lerp(x_low, x, alpha)  # alpha = 0 gives the stage s-1 path exactly.
-        return self.epilogue.features(x)
+        return self.epilogue.features(x, sets)
 
     def score(
         self,

@@ -8,6 +8,7 @@ synthesis network is a skip architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,10 +44,13 @@ class GeneratorConfig:
     text_w_dim: int = 0                 # Width of the caption's direct part of w (0 = none; see MappingNetwork).
     architecture: str = "orig"          # 'orig': ProGAN toRGB fade; 'skip': StyleGAN2 skip (see SynthesisNetwork).
     torgb_init: float = 1.0             # Scale of the toRGB weights at init ('skip' uses a small one).
-    w_avg_beta: float = 0.995           # EMA decay of the tracked global mean w (monitoring only).
     channel_base: int = 8192            # channels(res) = min(channel_base // res, channel_max).
     channel_max: int = 256
     conv_clamp: float | None = 256.0    # Clamp conv outputs to +-conv_clamp (None = off).
+
+    # Keys that older configs hold and `config_from_dict` drops: `w_avg_beta` was the decay of a
+    # global mean w that nothing read (see MappingNetwork).
+    REMOVED_KEYS: ClassVar[tuple[str, ...]] = ("w_avg_beta",)
 
     def __post_init__(self) -> None:
         num_stages_for(self.max_res)  # Raises on a bad max_res.
@@ -90,6 +94,12 @@ class MappingNetwork(nn.Module):
     caption maps to w, and the shape word moved w less than z did. The direct part is a
     full-lr projection, constant for a caption, so every synthesis affine sees the words
     unmixed with noise, and truncation toward the caption's mean w leaves it untouched.
+
+    There is no global mean w (StyleGAN's `w_avg`). Truncation pulls w toward the caption's
+    own mean (`Generator.caption_mean_w`); a global mean would pull every caption toward the
+    same average image, and with text_w_dim > 0 it would also move the caption's direct part,
+    which truncation should leave alone. Older checkpoints hold a `w_avg` buffer (never
+    updated, all zeros); `_drop_w_avg` lets them load strictly.
     """
 
     def __init__(self, cfg: GeneratorConfig):
@@ -104,13 +114,13 @@ class MappingNetwork(nn.Module):
             for fin, fout in zip(features[:-1], features[1:])
         )
         self.text_w = FullyConnectedLayer(cfg.text_dim, cfg.text_w_dim) if cfg.text_w_dim else None
-        self.register_buffer("w_avg", torch.zeros([cfg.w_total]))
+        # The private hook API: the public `register_load_state_dict_pre_hook` needs torch >= 2.5.
+        self._register_load_state_dict_pre_hook(_drop_w_avg)
 
     def forward(
         self,
         z: torch.Tensor,                # [B, z_dim]
         text: torch.Tensor,             # [B, text_dim] sentence embedding.
-        update_w_avg: bool = False,     # Track the batch mean of w in `w_avg` (training only).
     ) -> torch.Tensor:
         """-> w: [B, w_total], not truncated."""
         assert_shape(z, [None, self.cfg.z_dim])
@@ -123,9 +133,13 @@ class MappingNetwork(nn.Module):
             x = layer(x)
         if self.text_w is not None:
             x = torch.cat([x, normalize_2nd_moment(self.text_w(text))], dim=1)
-        if update_w_avg:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.cfg.w_avg_beta))
         return x
+
+
+def _drop_w_avg(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs) -> None:
+    """Load-state-dict pre-hook of MappingNetwork: drop the `w_avg` buffer that checkpoints
+    written before its removal hold, so their G and G_ema still load with strict=True."""
+    state_dict.pop(prefix + "w_avg", None)
 
 # ---------------------------------------------------------------------------
 
@@ -319,7 +333,6 @@ class Generator(nn.Module):
         text: torch.Tensor,             # [B, text_dim]
         truncation_psi: float = 1.0,    # 1 = no truncation, 0 = exactly the target.
         truncation_target: torch.Tensor | None = None,  # [B, w_total]; None = caption_mean_w(text).
-        update_w_avg: bool = False,     # Update the tracked global mean w.
     ) -> torch.Tensor:
         """-> w [B, w_total] = lerp(target, mapping(z, text), psi) (StyleGAN truncation trick).
 
@@ -327,7 +340,7 @@ class Generator(nn.Module):
         every caption toward the same average image. Passing the target (e.g. from
         `caption_mean_w` once per caption) saves its 256 extra mapping passes.
         """
-        w = self.mapping_net(z, text, update_w_avg=update_w_avg)
+        w = self.mapping_net(z, text)
         if truncation_psi != 1:
             if truncation_target is None:
                 truncation_target = self.caption_mean_w(text)
@@ -369,9 +382,8 @@ class Generator(nn.Module):
         truncation_psi: float = 1.0,    # See `mapping`.
         truncation_target: torch.Tensor | None = None,  # [B, w_total] or None.
         noise_mode: str = "random",     # 'random' | 'const' | 'none'
-        update_w_avg: bool = False,     # Update the tracked global mean w.
         noise_share: BatchShare | None = None,  # Data-parallel: these rows of a global batch's noise.
     ) -> torch.Tensor:
         """-> img [B, 3, res, res], float, nominally in [-1, 1]."""
-        w = self.mapping(z, text, truncation_psi, truncation_target, update_w_avg)
+        w = self.mapping(z, text, truncation_psi, truncation_target)
         return self.synthesis(w, stage, alpha, noise_mode, noise_share)

@@ -227,32 +227,60 @@ def modulated_conv2d(
     demodulate: bool = True,            # Normalise each output channel's weight (StyleGAN2 eq. 3)?
     padding: int = 1,                   # Zero padding of the conv (k // 2 keeps the size).
     resample_filter: torch.Tensor | None = None,  # [4, 4] FIR for up > 1 (default [1, 3, 3, 1]).
+    fused: bool | None = None,          # One grouped conv (True) or scale-conv-scale (False); None: by input.
 ) -> torch.Tensor:
-    """StyleGAN2 (Karras et al. 2020) modulated convolution as one grouped conv.
+    """StyleGAN2 (Karras et al. 2020) modulated convolution.
 
     eq. 1: w'_{n,o,i,k} = s_{n,i} * w_{o,i,k}             (modulate by the style)
     eq. 3: w''_{n,o,i,k} = w'_{n,o,i,k} / sqrt(sum_{i,k} w'^2 + 1e-8)   (demodulate)
-    Each sample n gets its own weights w''_n, so the batch is folded into the
-    channel axis and convolved with groups=N: [1, N*I, H, W] * [N*O, I, k, k].
+    Two forms of the same linear map (docs/architecture.md, "Networks"):
+    fused:   each sample gets its own weights w''_n, the batch folded into the channel axis and
+             convolved with groups=N: [1, N*I, H, W] * [N*O, I, k, k];
+    unfused: x * s_n, one conv with the shared weight, then * d_{n,o}, the demodulation
+             coefficients, which depend only on s and w: d_{n,o} = (sum_i s_{n,i}^2 W_{o,i} + 1e-8)^-1/2
+             with W_{o,i} = sum_k w_{o,i,k}^2.
+    The unfused form runs one dense conv over the batch, which backends run much faster than
+    N small grouped ones; the fused form wins only for a single sample (see `prefer_fused`).
     With unit-variance i.i.d. input, demodulation gives unit-variance output (eq. 2).
     """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     assert_shape(x, [batch_size, in_channels, None, None])
     assert_shape(styles, [batch_size, in_channels])
+    if resample_filter is None:
+        resample_filter = upfirdn2d.setup_filter(list(RESAMPLE_KERNEL), device=x.device)
+    if fused is None:
+        fused = prefer_fused(batch_size)
+    if fused:
+        x = _fused_modconv(x, weight, styles, demodulate, up, padding, resample_filter)
+    else:
+        x = x * styles.to(x.dtype).reshape(batch_size, in_channels, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, padding=padding)
+        if demodulate:
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, O]
+            x = x * dcoefs.to(x.dtype).reshape(batch_size, out_channels, 1, 1)
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+def prefer_fused(batch_size: int) -> bool:
+    """The grouped form only for one sample: measured on CPU (benchmarks/RESULTS.md, "Modulated
+    convolution"), the unfused form is faster from batch 2 on, forward and backward."""
+    return batch_size == 1
+
+
+def _fused_modconv(x, weight, styles, demodulate, up, padding, resample_filter) -> torch.Tensor:
+    batch_size = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
     w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, in_channels, 1, 1)  # [N, O, I, k, k]
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()                   # [N, O]
         w = w * dcoefs.reshape(batch_size, out_channels, 1, 1, 1)
-    if resample_filter is None:
-        resample_filter = upfirdn2d.setup_filter(list(RESAMPLE_KERNEL), device=x.device)
     x = x.reshape(1, batch_size * in_channels, *x.shape[2:])
     w = w.reshape(batch_size * out_channels, in_channels, kh, kw).to(x.dtype)
     x = conv2d_resample(x, w, resample_filter, up=up, padding=padding, groups=batch_size)
-    x = x.reshape(batch_size, out_channels, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    return x.reshape(batch_size, out_channels, *x.shape[2:])
 
 # ---------------------------------------------------------------------------
 
@@ -303,9 +331,13 @@ class MinibatchStdLayer(nn.Module):
         self.group_size = group_size
         self.num_channels = num_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,                # [N, C, H, W]
+        sets: int = 1,                  # x is this many equal batches, concatenated: groups never span two.
+    ) -> torch.Tensor:
         n, c, h, w = x.shape
-        g = min(self.group_size, n)
+        g = min(self.group_size, n // sets)
         f = self.num_channels
         if n % g != 0 or c % f != 0:
             raise ValueError(f"MinibatchStdLayer: batch {n} must be divisible by group size {g} "

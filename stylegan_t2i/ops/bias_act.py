@@ -233,4 +233,8 @@ def bias_act(
         assert b.shape[0] == x.shape[dim], f'b has {b.shape[0]} entries but x.shape[{dim}] = {x.shape[dim]}'
         assert b.dtype == x.dtype and b.device == x.device, 'b must have the dtype and device of x'
     module = _loader.module_for(x) if impl == 'cuda' else None
+    if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
+        # Nothing to differentiate: the plain forward, the same ops without the Function around
+        # them (which also keeps a torch.jit.trace, e.g. an ONNX export, to plain ops).
+        return _kernel(module, x, b, None, None, None, 0, p)
     return _BiasAct.apply(x, b, p, module)

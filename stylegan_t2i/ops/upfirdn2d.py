@@ -167,7 +167,8 @@ def _ref_kernel(x, f, p):
     y[o] = z[o*down + f - 1 - pad0] (pad/crop z, keep every `down`-th pixel).
     """
     (upx, upy), (downx, downy) = p.up, p.down
-    num_channels = x.shape[1]
+    # A Python int even under torch.jit.trace (ONNX export): Conv's `group` and kernel shape must be static.
+    num_channels = int(x.shape[1])
     fh, fw = f.shape
     w = f.to(x.dtype) * p.gain
     out_h, out_w = _output_size(x.shape[2:], fw, fh, p)
@@ -255,6 +256,10 @@ def upfirdn2d(
     out_h, out_w = _output_size(x.shape[2:], fw, fh, p)
     assert out_h >= 1 and out_w >= 1, f'upfirdn2d output would be {out_h}x{out_w}; reduce the cropping'
     module = _loader.module_for(x) if impl == 'cuda' else None
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # Nothing to differentiate: the plain forward, the same ops without the Function around
+        # them (which also keeps a torch.jit.trace, e.g. an ONNX export, to plain ops).
+        return _run(x, f, p, module)
     return _Upfirdn2d.apply(x, f, p, module)
 
 

@@ -20,7 +20,7 @@ from ..batch_share import BatchShare
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import config_from_dict, config_to_dict
 from ..distributed import Distributed
-from ..images import from_uint8
+from ..images import from_uint8, zoom_and_shift
 from ..run_log import RunLog
 from .contrastive import ContrastiveModel, clip_loss
 from .encoder import TextEncoderConfig
@@ -47,6 +47,7 @@ class PretrainConfig:
     embed_dim:      int = 128               # Shared embedding width of both towers.
     image_channels: tuple = (32, 64, 128)   # ImageEncoderConfig.channels.
     log_every:      int = 50                # Steps between logged scalars.
+    zoom_jitter:    float = 0.1             # Image tower sees each image zoomed by 1 +- U(this) (0 = off).
 
 
 class TextEncoderBundle:
@@ -126,6 +127,10 @@ def pretrain_text_encoder(
 
     Each step draws `batch` distinct samples and one random caption of each, and minimises the
     symmetric InfoNCE loss over the whole global batch (all ranks' embeddings are gathered).
+    The image tower sees each image zoomed about its centre by a random factor within
+    1 +- `zoom_jitter`: without it, the encoder tells small shapes apart by their area alone (a
+    square 10 % smaller reads as a circle), and a generator can satisfy its alignment loss with
+    a blob of the right area (docs/architecture.md, "Losses").
     Deterministic for a given seed on a given device.
     """
     device = torch.device(device)
@@ -149,8 +154,12 @@ def pretrain_text_encoder(
     for step in bar:
         idx = torch.randperm(img.shape[0], generator=gen)[:batch]
         ids, mask = pairs.sample(idx, gen)
-        idx, ids, mask = share.take(idx), share.take(ids), share.take(mask)
-        loss, acc = _train_step(model, opt, img[idx.to(device)], ids, mask, dist, share)
+        zoom = 1 + (torch.rand(batch, generator=gen) * 2 - 1) * cfg.zoom_jitter
+        idx, ids, mask, zoom = share.take(idx), share.take(ids), share.take(mask), share.take(zoom)
+        images = img[idx.to(device)]
+        if cfg.zoom_jitter:
+            images = zoom_and_shift(images, torch.zeros(len(images), 2, device=device), zoom.to(device))
+        loss, acc = _train_step(model, opt, images, ids, mask, dist, share)
         sched.step()
         window.append((loss, acc))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:

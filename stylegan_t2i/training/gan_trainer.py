@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.checkpoint import save_checkpoint
-from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8
-from stylegan_t2i.inference import seeded_normal
+from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8, zoom_and_shift
+from stylegan_t2i.inference import GanSampler
 from stylegan_t2i.models.layers import fade_upsample
 from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import text_encoder_payload
@@ -28,10 +28,9 @@ from stylegan_t2i.training.ema import ema_beta, update_ema
 from stylegan_t2i.training.faults import NonFiniteCounter
 from stylegan_t2i.training.interrupt import GracefulInterrupt
 from stylegan_t2i.distributed import Distributed
-from stylegan_t2i.training.losses import (alignment_loss, critic_loss, generator_loss, gradient_penalty,
-                                          translate)
+from stylegan_t2i.training.losses import alignment_loss, critic_loss, generator_loss, gradient_penalty
 from stylegan_t2i.training.negatives import CaptionPool
-from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule
+from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, remaining_seconds
 from stylegan_t2i.training.stats import RunningMeans
 
 # G's alignment loss weight. Its gradient on an image, like the critic's under the gradient
@@ -52,6 +51,7 @@ class StepText:
 class TrainConfig:
     n_critic: int = 1              # Critic steps per generator step.
     gp_weight: float = 10.0        # WGAN-GP lambda (Gulrajani et al. 2017).
+    gp_interval: int = 4           # Penalty on every this many critic steps, weighted by it (lazy).
     drift: float = 0.001           # Drift penalty epsilon (Karras et al. 2018).
     align_weight: float = ALIGN_WEIGHT  # Weight of G's image-caption alignment loss (0 = off).
     align_shift: float = 0.05      # Random shift (fraction of the side) of the images that loss sees.
@@ -98,6 +98,8 @@ class GanTrainer:
         self.log = RunLog(self.run_dir)
         self.stats = RunningMeans()
         self._negatives: CaptionPool | None = None
+        self.speed: dict[int, float] = {}   # Latest measured img/s per resolution (for the ETA).
+        self.total_nimg = 0                 # Where `fit` ends.
 
     @property
     def negatives(self) -> CaptionPool:
@@ -184,32 +186,43 @@ class GanTrainer:
         return StepText(text=sentence[rows], unit=unit[rows],
                         wrong=self.negatives.sentence[idx[rows]], wrong_valid=valid[rows])
 
-    def critic_step(self, phase: Phase, share: BatchShare, reals: torch.Tensor, step_text: StepText) -> None:
+    def critic_step(self, phase: Phase, share: BatchShare, reals: torch.Tensor, step_text: StepText,
+                    regularize: bool = True) -> None:
         """One critic update on this rank's share of the global batch (gradients averaged over ranks).
 
-        The real images' trunk runs once and scores both their own captions and the hard
-        negatives (only the caption head differs), so the matching term costs no extra pass."""
+        Reals and fakes go through the trunk in one batched pass (the minibatch-std groups never
+        mix them), and the reals' features score both their own captions and the hard negatives
+        (only the caption head differs), so the matching term costs no extra pass.
+        `regularize`: add the gradient penalty, times gp_interval (StyleGAN2's lazy
+        regularisation, Karras et al. 2020 sec. 4.1: the same expected penalty for a quarter of
+        its double-backward cost at interval 4; docs/architecture.md, "Losses")."""
         text = step_text.text
-
-        def critic_fn(img, txt):
-            return self.D(img, txt, phase.stage, phase.alpha).float()
-
         z = share.randn(self.G.cfg.z_dim, device=self.device)
         with torch.no_grad(), self._autocast():
             fakes = self.G(z, text, phase.stage, phase.alpha, noise_share=share).float()
         with self._autocast():
-            h_real = self.D.features(reals, phase.stage, phase.alpha)
+            both = self.D.features(torch.cat([reals, fakes]), phase.stage, phase.alpha, sets=2)
+            h_real, h_fake = both.chunk(2)
             real_scores = self.D.score(h_real, text).float()
             wrong_scores = self.D.score(h_real, step_text.wrong).float()
-            losses = critic_loss(real_scores, critic_fn(fakes, text), wrong_scores, drift=self.cfg.drift,
-                                 mismatch_valid=step_text.wrong_valid)
-        gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, share.rand(device=self.device),
-                                         weight=self.cfg.gp_weight)
-        total = losses["loss"] + gp
+            losses = critic_loss(real_scores, self.D.score(h_fake, text).float(), wrong_scores,
+                                 drift=self.cfg.drift, mismatch_valid=step_text.wrong_valid)
+        total = losses["loss"]
+        if regularize:
+            def critic_fn(img, txt):
+                return self.D(img, txt, phase.stage, phase.alpha).float()
+            gp, grad_norm = gradient_penalty(critic_fn, reals, fakes, text, share.rand(device=self.device),
+                                             weight=self.cfg.gp_weight * self.cfg.gp_interval)
+            total = total + gp
+            self.stats.add({"Loss/D/gp": gp / self.cfg.gp_interval, "Critic/grad_norm": grad_norm})
         self._apply(self.opt_D, total)
-        self.stats.add({"Loss/D": total, "Loss/D/gp": gp, "Loss/D/mismatch": losses["mismatch"],
-                        "Loss/D/drift": losses["drift"], "Critic/wdist": losses["wdist"],
-                        "Critic/grad_norm": grad_norm})
+        self.stats.add({"Loss/D": total, "Loss/D/mismatch": losses["mismatch"],
+                        "Loss/D/drift": losses["drift"], "Critic/wdist": losses["wdist"]})
+
+    def regularize_now(self, critic_index: int) -> bool:
+        """Whether critic step `critic_index` (0 .. n_critic - 1) of this iteration carries the
+        gradient penalty: every gp_interval-th critic step, counted from the run's start."""
+        return (self.step * self.cfg.n_critic + critic_index) % self.cfg.gp_interval == 0
 
     def generator_step(self, phase: Phase, share: BatchShare, step_text: StepText) -> None:
         z = share.randn(self.G.cfg.z_dim, device=self.device)
@@ -223,7 +236,7 @@ class GanTrainer:
                 # Randomly shifted copies: a pattern that fools the small encoder at one exact
                 # placement does not survive a shift, a drawn shape does.
                 shift = (share.rand(2, device=self.device) * 2 - 1) * self.cfg.align_shift
-                seen = translate(fakes.float(), shift)
+                seen = zoom_and_shift(fakes.float(), shift)
                 align = alignment_loss(self.text.model.encode_image(seen).float(), step_text.unit)
                 loss = adversarial + self.cfg.align_weight * align
                 self.stats.add({"Loss/G/align": align})
@@ -258,11 +271,11 @@ class GanTrainer:
 
     @torch.no_grad()
     def sample_grid(self, phase: Phase):
-        """Fixed prompts (rows) x fixed seeds (columns) from G_ema, as [H, W, 3] uint8."""
-        text = self.embed_captions(self.sample_prompts)
-        z = seeded_normal(self.sample_seeds, self.G.cfg.z_dim, self.device)  # same z in every row
-        rows = [self.G_ema(z, t.expand(len(z), -1), phase.stage, phase.alpha, noise_mode="const") for t in text]
-        img = torch.cat(rows)
+        """Fixed prompts (rows) x fixed seeds (columns) from G_ema through the GAN sampler that
+        generate.py uses, as [H, W, 3] uint8."""
+        sampler = GanSampler(self.G_ema, self.text, phase.stage, phase.alpha, self.device)
+        captions = [p for p in self.sample_prompts for _ in self.sample_seeds]
+        img = sampler.sample(captions, self.sample_seeds * len(self.sample_prompts))  # same z in every row
         return make_grid(to_uint8(img), len(self.sample_prompts), len(self.sample_seeds))
 
     def snapshot(self, final: bool = False) -> Path | None:
@@ -285,21 +298,22 @@ class GanTrainer:
 
     def fit(self, total_kimg: float) -> Path | None:
         """Train until `total_kimg`; returns the final checkpoint path (None without a run dir)."""
-        total_nimg = int(total_kimg * 1000)
+        total_nimg = self.total_nimg = int(total_kimg * 1000)
         log_every = max(int(self.cfg.log_kimg * 1000), 1)
         snap_every = max(int(self.cfg.snapshot_kimg * 1000), 1)
         bar = tqdm(total=total_kimg, initial=self.nimg / 1000, unit="kimg", disable=not self.progress,
-                   bar_format="{l_bar}{bar}| {n:.1f}/{total:g} kimg [{elapsed}<{remaining}{postfix}]")
+                   # tqdm's own ETA would extrapolate the current stage's speed; the schedule's is in the postfix.
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:g} kimg [{elapsed}{postfix}]")
         tick_time, tick_nimg = time.perf_counter(), self.nimg
         with GracefulInterrupt() as interrupt:
             while self.nimg < total_nimg:
                 phase = self.schedule.at(self.nimg)
                 self.set_lr(phase.lr)
                 share = self.dist.share(phase.batch)
-                for _ in range(self.cfg.n_critic):
+                for i in range(self.cfg.n_critic):
                     reals, captions = self.next_reals(phase, share)
                     step_text = self.step_text(captions, share)
-                    self.critic_step(phase, share, reals, step_text)
+                    self.critic_step(phase, share, reals, step_text, self.regularize_now(i))
                     self.nimg += phase.batch
                 self.generator_step(phase, share, step_text)
                 self.update_ema(phase.batch * self.cfg.n_critic)
@@ -338,6 +352,10 @@ class GanTrainer:
                        "Speed/img_per_s": img_per_s, "Speed/sec_per_kimg": 1000 / max(img_per_s, 1e-9),
                        "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"]})
         self.log.scalars(self.nimg, values, kimg=self.nimg / 1000)
+        if self.nimg > tick_nimg:
+            self.speed[phase.res] = img_per_s
+        eta = tqdm.format_interval(remaining_seconds(self.schedule, self.nimg, self.total_nimg, self.speed)
+                                   if self.speed else 0)
         bar.set_postfix_str(f"res={phase.res} alpha={phase.alpha:.2f} D={values.get('Loss/D', 0):.3f} "
-                            f"G={values.get('Loss/G', 0):.3f} {img_per_s:.0f}img/s", refresh=False)
+                            f"G={values.get('Loss/G', 0):.3f} {img_per_s:.0f}img/s, eta {eta}", refresh=False)
         return now, self.nimg

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 # Matching-aware term (Reed et al. 2016): a real image with a wrong caption must
 # score below the same image with its own caption (the trainer draws hard negatives, see
@@ -93,20 +92,6 @@ def generator_loss(
 ) -> torch.Tensor:
     """-E[D(G(z,c), c)]: the generator raises the critic's score of its images under their captions."""
     return -fake_scores.mean()
-
-
-def translate(
-    img: torch.Tensor,                  # [B, C, H, W]
-    shift: torch.Tensor,                # [B, 2] (dx, dy) as fractions of the side (drawn by the caller).
-) -> torch.Tensor:
-    """Each image shifted by its own (dx, dy), bilinearly, with the border colour repeated
-    (differentiable in img)."""
-    assert shift.shape == (img.shape[0], 2), (img.shape, shift.shape)
-    theta = torch.zeros([img.shape[0], 2, 3], device=img.device, dtype=img.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = -2 * shift.to(img.device, img.dtype)   # affine_grid spans [-1, 1]: a side is 2 units
-    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
-    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def alignment_loss(

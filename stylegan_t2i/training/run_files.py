@@ -2,12 +2,13 @@
 
 A run directory holds `network-snapshot-<nimg>.pt` every snapshot (the newest few kept) and
 `network-final.pt` at the end (docs/architecture.md, "Checkpoints"). This module names those files, finds
-the one to resume, prunes old snapshots, packs the global RNG state, and refuses non-finite weights.
+the ones to resume from, prunes old snapshots, packs the global RNG state, and refuses non-finite weights.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -28,19 +29,26 @@ def snapshots_in(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The run's most advanced checkpoint (most images shown): usually the newest snapshot, or
-    the final one; a finished run that was extended and killed has snapshots past its old final."""
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, most advanced (most images shown) first: usually the newest snapshot,
+    or the final one; a finished run that was extended and killed has snapshots past its old final.
+    A final whose progress cannot be read comes first: loading it then says what is wrong with it
+    (or, for `--resume auto`, sets it aside as corrupt)."""
     candidates = snapshots_in(run_dir)
     final = Path(run_dir) / FINAL_NAME
     if final.is_file():
         candidates.append(final)
-    return max(candidates, key=checkpoint_nimg, default=None)
+    return sorted(candidates, key=_unreadable_then_nimg, reverse=True)  # stable: snapshot before final on a tie
+
+
+def _unreadable_then_nimg(path: Path) -> tuple[bool, int]:
+    nimg = checkpoint_nimg(path)
+    return nimg < 0, nimg
 
 
 def checkpoint_nimg(path: Path) -> int:
     """Images shown at a checkpoint: from a snapshot's name, else from its progress record
-    (read through a memory map); -1 when it cannot be read (ranked last)."""
+    (read through a memory map); -1 when it cannot be read."""
     if m := SNAPSHOT_PATTERN.match(path.name):
         return int(m.group(1))
     data = _peek(path)
@@ -64,20 +72,20 @@ def checkpoint_kind(path: Path) -> str | None:
     return data.get("kind") if isinstance(data, dict) else None
 
 
-def find_auto_resume(
+def auto_resume_candidates(
     out:    Path,               # Parent of the run directories.
-    kind:   str | None = None,  # Only runs whose checkpoint has this kind ('gan', 'ddpm'); None: any.
-) -> Path | None:
-    """Newest checkpoint of the newest run under `out` that has one (of `kind`), else None.
+    kind:   str | None = None,  # Only checkpoints of this kind ('gan', 'ddpm'); None: any.
+) -> Iterator[Path]:
+    """What `--resume auto` may continue from, best first: the newest run's checkpoints (most
+    advanced first, `run_checkpoints`), then the older runs'. Lazy, for `load_newest_readable`.
 
-    GAN and DDPM runs may share `out`, so runs of the other kind are passed over. A checkpoint
-    whose kind cannot be read is returned anyway: loading it then says what is wrong with it.
+    GAN and DDPM runs may share `out`, so checkpoints of the other kind are passed over. One
+    whose kind cannot be read is yielded anyway: loading it then says what is wrong with it.
     """
     for run in reversed(run_dirs(out)):
-        ckpt = newest_checkpoint(run)
-        if ckpt is not None and (kind is None or checkpoint_kind(ckpt) in (kind, None)):
-            return ckpt
-    return None
+        for ckpt in run_checkpoints(run):
+            if kind is None or checkpoint_kind(ckpt) in (kind, None):
+                yield ckpt
 
 
 def prune_snapshots(run_dir: Path, keep: int) -> None:
