@@ -7,6 +7,8 @@
     python generate.py --interpolate "a red circle" "a blue square" --frames 8 --out strip.png
     python generate.py --checkpoint DDPM.pt --text "a red square" --steps 50 --guidance 3  # diffusion
     python generate.py --checkpoint DDPM.pt --text "a blue square" --init_image in.png --strength 0.6
+    python generate.py --text "a large red triangle on the left on a white background" --n 1 \\
+        --init_image in.png --init_caption "a large blue triangle on the left on a white background"   # GAN
 
 With no --checkpoint, the newest network-final.pt under runs/ is used (else the newest
 checkpoint there), else the demo model shipped in pretrained/. A corrupt one found there is
@@ -28,6 +30,7 @@ from stylegan_t2i.checkpoint import CheckpointError, load_newest_readable
 from stylegan_t2i.data.image_io import DECODE_ERRORS, load_image
 from stylegan_t2i.images import RESAMPLE, from_uint8, make_grid, resize_batch, save_png, to_uint8
 from stylegan_t2i.inference import DEMO_MODEL, DdpmOptions, GanOptions, load_sampler, seeded_normal
+from stylegan_t2i.projector import EDIT_STRENGTH, project_and_edit
 from stylegan_t2i.run_dir import run_dirs
 from stylegan_t2i.training.run_files import FINAL_NAME
 from stylegan_t2i.distributed import resolve_device
@@ -112,10 +115,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help=f"ddim (deterministic for --eta 0) or ddpm (ancestral) (default: {DdpmOptions.sampler})")
     diff.add_argument("--eta", type=float,
                       help=f"DDIM eta: 0 = deterministic, 1 = DDPM-like noise (default: {DdpmOptions.eta:g})")
-    diff.add_argument("--init_image", type=Path, help="img2img: start from this image noised to --strength")
+    diff.add_argument("--init_image", type=Path,
+                      help="img2img: start from this image noised to --strength; a GAN checkpoint projects it "
+                           "into w instead and renders that w with each prompt (same picture for every seed)")
+    diff.add_argument("--init_caption", help="GAN --init_image: what the image shows (default: the empty caption)")
     diff.add_argument("--strength", type=float,
                       help=f"img2img: fraction of the schedule re-run; 0 = the image itself, 1 = pure noise "
-                           f"(default: {DdpmOptions.strength:g})")
+                           f"(default: {DdpmOptions.strength:g}); GAN --init_image: how far w moves by "
+                           f"mean w(prompt) - mean w(--init_caption) (default: {EDIT_STRENGTH:g})")
     return p.parse_args(argv)
 
 
@@ -189,11 +196,25 @@ def sampling_options(args, sampler) -> dict:
     options = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
     if args.init_image is not None:
         options["init_image"] = read_init_image(args.init_image, sampler.resolution)
+    projecting = args.init_image is not None and sampler.kind == "gan"     # `render` projects it instead.
+    if args.init_caption is not None and not projecting:
+        raise SystemExit("error: --init_caption goes with --init_image on a GAN checkpoint")
+    if projecting and "truncation" in options:
+        raise SystemExit("error: --truncation does not apply to a GAN's --init_image (there is no z to truncate)")
     try:
-        sampler.options(**options)
+        sampler.options(**({} if projecting else options))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     return options
+
+
+def render(args, sampler, captions: list[str], seeds: list[int], options: dict) -> torch.Tensor:
+    """sampler.sample, except that a GAN with --init_image projects that image once and renders
+    its w edited to each caption (stylegan_t2i/projector.py; the seeds do not matter then)."""
+    if "init_image" not in options or sampler.kind != "gan":
+        return sampler.sample(captions, seeds, **options)
+    target = options["init_image"].to(sampler.device)
+    return project_and_edit(sampler, target, args.init_caption, captions, options.get("strength", EDIT_STRENGTH))
 
 
 def interpolation_strip(sampler, a: str, b: str, frames: int, seeds: list[int], truncation: float, args):
@@ -244,7 +265,7 @@ def write_outputs(args, sampler, prompts, seeds, out, options: dict) -> list[Pat
         truncation = sampler.options(**options).truncation
         return [save_png(out, interpolation_strip(sampler, *prompts, args.frames, seeds, truncation, args))]
     captions = [p for p in prompts for _ in seeds]
-    img_u8 = to_uint8(sampler.sample(captions, seeds * len(prompts), **options))
+    img_u8 = to_uint8(render(args, sampler, captions, seeds * len(prompts), options))
     img_u8 = resize_batch(img_u8, args.size, args.resample)
     grid = make_grid(img_u8, len(prompts), len(seeds), captions=prompts if args.captions else None)
     written = []

@@ -41,11 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=DEMO_MODEL, help="GAN checkpoint (default: the demo model)")
     p.add_argument("--num", type=int, default=20, help="held-out target pictures (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=ProjectorConfig.num_steps, help="projection steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=ProjectorConfig.num_steps,
+                   help="projection steps (default: %(default)s)")
     p.add_argument("--modes", default="w,w+", help="comma-separated: w, w+, w+noise (default: %(default)s)")
     p.add_argument("--strengths", default="0,1,2", help="edit strengths (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which held-out combinations (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice; 1 on a busy machine)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: torch's choice; 1 on a busy machine)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--grid", type=Path, help="PNG: per mode, rows target / reconstruction / colour edit / shape edit")
     return p.parse_args(argv)
@@ -96,7 +98,8 @@ def run_mode(sampler, classifier, mode, steps, combos, targets, strengths) -> tu
            "psnr": psnr(recon, targets).mean().item(),
            "enc_start": encoder_distance(sampler, start, targets).mean().item(),
            "enc": encoder_distance(sampler, recon, targets).mean().item(),
-           "recon_all_five": hits(classifier, recon, combos).all(dim=1).float().mean().item(), "cpu_s": cpu, "wall_s": wall}
+           "recon_all_five": hits(classifier, recon, combos).all(dim=1).float().mean().item(),
+           "cpu_s": cpu, "wall_s": wall}
     edits, shown = [], [targets, recon]
     for attr in EDITS:
         new = [edited_combo(c, attr) for c in combos]
@@ -125,11 +128,12 @@ def generate_rows(sampler, classifier, combos) -> list[dict]:
 
 def print_tables(recon_rows: list[dict], edit_rows: list[dict], num: int, checkpoint: Path) -> None:
     print(f"GAN projector, {num} held-out demo pictures at 32 px, {checkpoint}")
-    print("\n| mode | steps | PSNR start (dB) | PSNR (dB) | enc. dist. start | enc. dist. | all five read right | CPU s |")
+    print("\n| mode | steps | PSNR start (dB) | PSNR (dB) | enc. dist. start | enc. dist. | all five read right "
+          "| CPU s |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for r in recon_rows:
-        print(f"| {r['mode']} | {r['steps']} | {r['psnr_start']:.2f} | {r['psnr']:.2f} | {r['enc_start']:.4f} "
-              f"| {r['enc']:.4f} | {r['recon_all_five']:.2f} | {r['cpu_s']:.0f} |")
+        print(f"| {r['mode']} | {r['steps']} | {r['psnr_start']:.2f} | {r['psnr']:.2f} | {r['enc_start']:.5f} "
+              f"| {r['enc']:.5f} | {r['recon_all_five']:.2f} | {r['cpu_s']:.0f} |")
     print("\n| mode | edit | strength | follows | others stay | both | alignment |")
     print("|---|---|--:|--:|--:|--:|--:|")
     for r in edit_rows:

@@ -63,7 +63,7 @@ class ProjectorConfig:
     lr:                 float = 0.1     # Peak learning rate (NVlabs: initial_learning_rate).
     lr_rampup:          float = 0.05    # Fraction of the steps the lr ramps up over (linear).
     lr_rampdown:        float = 0.25    # Fraction of the steps it ramps down over at the end (cosine).
-    w_noise:            float = 0.05    # Initial noise on w, in units of the spread of w (NVlabs: initial_noise_factor).
+    w_noise:            float = 0.05    # Initial noise on w, in spreads of w (NVlabs: initial_noise_factor).
     w_noise_ramp:       float = 0.75    # Fraction of the steps over which that noise falls to 0 (quadratically).
     optimize_noise:     bool = False    # Also optimise the per-layer noise maps (see `noise_layers`).
     noise_reg_weight:   float = 1e5     # NVlabs' regularize_noise_weight.
@@ -339,7 +339,7 @@ def edit_w(
 ) -> torch.Tensor:
     """-> w [B, L, w_total]: the caption part replaced by the new captions' (when the generator
     has one) and the MLP part moved by strength * (mean_w(new) - mean_w(old))."""
-    G, d = sampler.G, sampler.G.cfg.w_dim
+    d = sampler.G.cfg.w_dim
     assert w.ndim == 3 and w.shape[0] == len(old_captions) == len(new_captions), (w.shape, len(old_captions))
     old, _ = start_w(sampler, old_captions)
     new, _ = start_w(sampler, new_captions)

@@ -176,3 +176,33 @@ def test_cli_bad_target_is_a_one_line_error(tmp_path, content):
     msg = str(e.value)
     assert msg.startswith("error: cannot read --target") and "\n" not in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_benchmark_runs_and_prints_both_tables(capsys):
+    from benchmarks import bench_projector
+
+    figures = bench_projector.main(["--num", "2", "--steps", "2", "--modes", "w", "--strengths", "1"])
+    out = capsys.readouterr().out
+    assert "| w | 2 |" in out and "| w | colour | 1 |" in out and "| generate | shape |" in out
+    assert len(figures["reconstruction"]) == 1 and len(figures["edits"]) == 2 + 2
+
+
+def test_generate_init_image_on_a_gan_projects_then_edits(tmp_path, monkeypatch):
+    import functools
+
+    import generate
+
+    monkeypatch.setattr(generate, "project_and_edit",       # 60 steps instead of 300, for time.
+                        functools.partial(P.project_and_edit, cfg=P.ProjectorConfig(num_steps=60)))
+    Image.fromarray(np.asarray(render_scene(SCENE, 32))).save(tmp_path / "pic.png")
+    red = CAPTION.replace("blue", "red")
+    argv = ["--checkpoint", str(DEMO_MODEL), "--init_image", str(tmp_path / "pic.png"), "--device", "cpu",
+            "--text", red, "--text", CAPTION, "--n", "1", "--size", "0", "--outdir", str(tmp_path / "out")]
+    generate.main(argv + ["--init_caption", CAPTION, "--strength", "1"])
+    edited = np.asarray(Image.open(tmp_path / "out" / "p000-s0000.png")).astype(float)
+    same = np.asarray(Image.open(tmp_path / "out" / "p001-s0000.png")).astype(float)
+    target = np.asarray(render_scene(SCENE, 32)).astype(float)
+    assert np.abs(same - target).mean() < 8                 # Its own caption: the reconstruction.
+    assert edited[..., 0].mean() > target[..., 0].mean() + 10   # Red where the blue triangle was.
+    with pytest.raises(SystemExit, match="--truncation does not apply"):
+        generate.main(argv + ["--truncation", "0.5"])
