@@ -33,7 +33,7 @@ Each table row is one network at one resolution:
                      the measurements of the row.
 
 --nvlabs PATH adds, per resolution, NVlabs' Generator and Discriminator at the same size
-(`nvlabs_baseline.py`: imported at run time from a checkout of NVlabs/stylegan2-ada-pytorch,
+(`stylegan_t2i/nvlabs_baseline.py`: imported at run time from a checkout of NVlabs/stylegan2-ada-pytorch,
 measured with commit d72cc7d041b42ec8e806021a205ed9349f87c6a4, NVIDIA Source Code License, never
 copied here): their G forward with fused_modconv=True and =False, and a WGAN-GP step written like
 ours (`nvlabs_baseline.WganGpStep`: no lazy penalty, no matching term, no alignment loss), which
@@ -52,27 +52,30 @@ over one training cycle (after one untimed) at each resolution, and the top 5 op
         [--batch 32] [--train_batch T] [--nvlabs PATH] [--repeats 5] [--warmup 2] \\
         [--device auto] [--threads N] [--text_dim D] [--scaling [--plot PNG] | --profile]
 
-(after `pip install -e .`; from a bare checkout prefix PYTHONPATH=.)
+(after `pip install -e .` or `pip install .`)
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Sequence
-
-if __package__ in (None, ""):   # run as `python benchmarks/bench_generator.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks import nvlabs_baseline
+from stylegan_t2i import nvlabs_baseline
 from stylegan_t2i.distributed import resolve_device
-from stylegan_t2i.measure import (dense_conv_gflops, forward_flops, machine_description, memory_label,
-                                  peak_memory_mib, reset_peak_memory, sgemm_gflops, sync)
+from stylegan_t2i.measure import (
+    dense_conv_gflops,
+    forward_flops,
+    machine_description,
+    memory_label,
+    peak_memory_mib,
+    reset_peak_memory,
+    sgemm_gflops,
+    sync,
+)
 from stylegan_t2i.models.critic import Critic, CriticConfig
 from stylegan_t2i.models.generator import Generator
 from stylegan_t2i.models.presets import cpu_demo_configs, nvlabs_size_configs
@@ -82,25 +85,25 @@ from stylegan_t2i.training.ema import ema_beta
 from stylegan_t2i.training.gan_trainer import GanTrainer, StepText, TrainConfig
 from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, cpu_demo_schedule
 
-CONFIGS = {'cpu_demo': cpu_demo_configs, 'nvlabs': nvlabs_size_configs}
-TRAIN_CONFIGS = {'cpu_demo': TrainConfig(), 'nvlabs': TrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
-TEXT_DIMS = {'cpu_demo': PretrainConfig().embed_dim, 'nvlabs': 256}
-COLUMNS = ('res', 'batch', 'network', 'G fwd img/s', 'G GFLOP/img', 'G GFLOP/s', '% of conv ceiling',
-           'train batch', 'train step img/s', 'critic ms', 'G step ms')
+CONFIGS = {"cpu_demo": cpu_demo_configs, "nvlabs": nvlabs_size_configs}
+TRAIN_CONFIGS = {"cpu_demo": TrainConfig(), "nvlabs": TrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
+TEXT_DIMS = {"cpu_demo": PretrainConfig().embed_dim, "nvlabs": 256}
+COLUMNS = ("res", "batch", "network", "G fwd img/s", "G GFLOP/img", "G GFLOP/s", "% of conv ceiling",
+           "train batch", "train step img/s", "critic ms", "G step ms")
 SCALING_BY_RES = ((16, 16), (32, 16), (64, 16), (128, 16))      # (res, batch) of --scaling
 SCALING_BY_BATCH = ((32, 8), (32, 16), (32, 32), (32, 64))
-SCALING_COLUMNS = ('sweep', 'res', 'batch', 'G fwd ms/img', 'G fwd peak MiB', 'train step ms/img', 'train peak MiB')
+SCALING_COLUMNS = ("sweep", "res", "batch", "G fwd ms/img", "G fwd peak MiB", "train step ms/img", "train peak MiB")
 
 
 def parse_resolutions(text: str) -> list[int]:
     """'32,64' -> [32, 64]; each a power of two >= 4."""
     try:
-        values = [int(v) for v in text.split(',') if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f'bench_generator.py: --resolutions {text!r} is not a comma-separated list of integers') from None
+        raise SystemExit(f"bench_generator.py: --resolutions {text!r} is not a comma-separated list of integers") from None
     bad = [r for r in values if r < 4 or r & (r - 1)]
     if not values or bad:
-        raise SystemExit(f'bench_generator.py: --resolutions must be powers of two >= 4, got {text!r}')
+        raise SystemExit(f"bench_generator.py: --resolutions must be powers of two >= 4, got {text!r}")
     return values
 
 
@@ -110,8 +113,8 @@ def check_train_batch(d_cfg: CriticConfig, batch: int) -> None:
     """The critic's minibatch-std groups must tile the training batch."""
     group = min(d_cfg.mbstd_group_size, batch)
     if batch % group:
-        raise SystemExit(f'bench_generator.py: training batch {batch} must be divisible by the critic\'s '
-                         f'minibatch-std group size {group}; use a multiple of {d_cfg.mbstd_group_size}')
+        raise SystemExit(f"bench_generator.py: training batch {batch} must be divisible by the critic's "
+                         f"minibatch-std group size {group}; use a multiple of {d_cfg.mbstd_group_size}")
 
 
 def build_trainer(
@@ -119,7 +122,7 @@ def build_trainer(
     batch:      int,                # Minibatch of every training step.
     text_dim:   int,                # Width of the sentence embedding.
     device:     torch.device,
-    config:     str = 'cpu_demo',   # A key of CONFIGS.
+    config:     str = "cpu_demo",   # A key of CONFIGS.
 ) -> tuple[GanTrainer, Phase]:
     """A GanTrainer on the config's networks with no run dir or dataset (the benchmark feeds reals
     and embeddings itself) and an untrained demo-size contrastive model (the alignment loss runs
@@ -205,13 +208,13 @@ def g_forward_cells(fn: Callable[[], torch.Tensor], batch: int, ceiling: float, 
     gflop = forward_flops(fn) / batch / 1e9
     ms = time_phases([fn], 1, device, args.warmup, args.repeats)[-1]
     img_s = batch / ms * 1e3
-    return {'G fwd img/s': img_s, 'G GFLOP/img': gflop, 'G GFLOP/s': gflop * img_s,
-            '% of conv ceiling': 100 * gflop * img_s / ceiling}
+    return {"G fwd img/s": img_s, "G GFLOP/img": gflop, "G GFLOP/s": gflop * img_s,
+            "% of conv ceiling": 100 * gflop * img_s / ceiling}
 
 
 def train_cells(phases, batch: int, cycle: int, device: torch.device, args: argparse.Namespace) -> dict[str, float]:
     critic_ms, g_ms, step_ms = time_phases(phases, cycle, device, args.warmup, args.repeats)
-    return {'train batch': batch, 'train step img/s': batch / step_ms * 1e3, 'critic ms': critic_ms, 'G step ms': g_ms}
+    return {"train batch": batch, "train step img/s": batch / step_ms * 1e3, "critic ms": critic_ms, "G step ms": g_ms}
 
 
 def late_ema_beta(cfg: TrainConfig, batch: int) -> float:
@@ -239,15 +242,15 @@ def measure_ours(res: int, args: argparse.Namespace, device: torch.device, ceili
 
     @torch.no_grad()
     def g_forward():
-        return trainer.G_ema(z, text, phase.stage, phase.alpha, noise_mode='const')
+        return trainer.G_ema(z, text, phase.stage, phase.alpha, noise_mode="const")
 
     assert g_forward().shape == (b, 3, res, res)
-    row = {'res': res, 'batch': b, 'network': 'ours', **g_forward_cells(g_forward, b, ceiling, device, args)}
+    row = {"res": res, "batch": b, "network": "ours", **g_forward_cells(g_forward, b, ceiling, device, args)}
     # Each timed call covers one penalty cycle, so every repeat holds the same mix of steps with
     # and without it.
     row.update(train_cells(train_phases(trainer, phase, reals, step_text), args.train_batch,
                            trainer.cfg.gp_interval, device, args))
-    return {**row, 'peak': peak_memory_mib(device)}
+    return {**row, "peak": peak_memory_mib(device)}
 
 
 def measure_nvlabs(networks, res: int, args: argparse.Namespace, device: torch.device, ceiling: float) -> list[dict]:
@@ -271,27 +274,27 @@ def measure_nvlabs(networks, res: int, args: argparse.Namespace, device: torch.d
 
         @torch.no_grad()
         def g_forward():
-            return step.G_ema(z, c, noise_mode='const', fused_modconv=fused)
+            return step.G_ema(z, c, noise_mode="const", fused_modconv=fused)
 
         assert g_forward().shape == (b, 3, res, res)
-        rows.append({'res': res, 'batch': b, 'network': f'NVlabs {"fused" if fused else "unfused"}',
+        rows.append({"res": res, "batch": b, "network": f'NVlabs {"fused" if fused else "unfused"}',
                      **g_forward_cells(g_forward, b, ceiling, device, args)})
         if not fused:   # NVlabs' G trains unfused (float32 in training mode), so its step goes here.
             phases = (lambda: step.critic_phase(reals, c_train), lambda: step.generator_phase(c_train, beta))
             rows[-1].update(train_cells(phases, t, train_cfg.gp_interval, device, args))
-        rows[-1]['peak'] = peak_memory_mib(device)
+        rows[-1]["peak"] = peak_memory_mib(device)
     return rows
 
 
 def ratio_row(ours: dict, theirs: dict) -> dict:
     """Speed ratios ours / NVlabs for the columns both rows have (ms columns: theirs / ours)."""
-    row = {'res': ours['res'], 'batch': ours['batch'], 'network': f'ours / {theirs["network"]}'}
-    for key in ('G fwd img/s', 'train step img/s'):
+    row = {"res": ours["res"], "batch": ours["batch"], "network": f'ours / {theirs["network"]}'}
+    for key in ("G fwd img/s", "train step img/s"):
         if key in theirs:
-            row[key] = f'{ours[key] / theirs[key]:.2f}x'
-    for key in ('critic ms', 'G step ms'):
+            row[key] = f"{ours[key] / theirs[key]:.2f}x"
+    for key in ("critic ms", "G step ms"):
         if key in theirs:
-            row[key] = f'{theirs[key] / ours[key]:.2f}x'
+            row[key] = f"{theirs[key] / ours[key]:.2f}x"
     return row
 
 
@@ -307,31 +310,31 @@ def _cell(value) -> str:
     if isinstance(value, (str, int)):
         return str(value)
     if abs(value) >= 100:
-        return f'{value:.0f}'
-    return f'{value:.1f}' if abs(value) >= 10 else f'{value:.2f}' if abs(value) >= 1 else f'{value:.3g}'
+        return f"{value:.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
 
 
 def markdown(rows: Sequence[dict], columns: Sequence[str], head: Sequence[str] | None = None) -> str:
     """A markdown table of `columns` of the rows; a row without a column shows '-'."""
     head = list(head or columns)
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---:|' * len(head)]
-    lines += ['| ' + ' | '.join(_cell(r[c]) if c in r else '-' for c in columns) + ' |' for r in rows]
-    return '\n'.join(lines)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    lines += ["| " + " | ".join(_cell(r[c]) if c in r else "-" for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict], device: torch.device, repeats: int, warmup: int) -> str:
     """Markdown table of the rows, one per network and resolution."""
-    return (f'median of {repeats} timed repeats after {warmup} warm-up calls\n'
-            + markdown(rows, COLUMNS + ('peak',), COLUMNS + (memory_label(device),)))
+    return (f"median of {repeats} timed repeats after {warmup} warm-up calls\n"
+            + markdown(rows, COLUMNS + ("peak",), COLUMNS + (memory_label(device),)))
 
 
 def run_table(args: argparse.Namespace, resolutions: list[int], device: torch.device, networks) -> list[dict]:
     conv, gemm = measure_ceiling(args, device)
-    print(f'ceiling: dense 3x3 conv 256->256 at 32 px, batch {args.batch}: {conv:.1f} GFLOP/s; '
-          f'sgemm 2048^3: {gemm:.1f} GFLOP/s (float32, median of {args.repeats})')
+    print(f"ceiling: dense 3x3 conv 256->256 at 32 px, batch {args.batch}: {conv:.1f} GFLOP/s; "
+          f"sgemm 2048^3: {gemm:.1f} GFLOP/s (float32, median of {args.repeats})")
     # One discarded row first: the process's first-use costs (thread pool, allocator growth)
     # made whichever resolution came first 1.8x slower in the G forward, warm-up calls or not.
-    measure_ours(resolutions[0], argparse.Namespace(**{**vars(args), 'repeats': 1, 'warmup': 1}), device, conv)
+    measure_ours(resolutions[0], argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 1}), device, conv)
     rows = []
     for res in resolutions:
         rows.append(measure_ours(res, args, device, conv))
@@ -356,35 +359,35 @@ def measure_scaling_point(res: int, batch: int, args: argparse.Namespace, device
 
     @torch.no_grad()
     def g_forward():
-        return trainer.G_ema(z, step_text.text, phase.stage, phase.alpha, noise_mode='const')
+        return trainer.G_ema(z, step_text.text, phase.stage, phase.alpha, noise_mode="const")
 
     fresh_window(device)
     g_ms = time_phases([g_forward], 1, device, args.warmup, args.repeats)[-1]
-    row = {'res': res, 'batch': batch, 'G fwd ms/img': g_ms / batch, 'G fwd peak MiB': peak_memory_mib(device)}
+    row = {"res": res, "batch": batch, "G fwd ms/img": g_ms / batch, "G fwd peak MiB": peak_memory_mib(device)}
     fresh_window(device)
     step_ms = time_phases(train_phases(trainer, phase, reals, step_text), trainer.cfg.gp_interval, device,
                           args.warmup, args.repeats)[-1]
-    return {**row, 'train step ms/img': step_ms / batch, 'train peak MiB': peak_memory_mib(device)}
+    return {**row, "train step ms/img": step_ms / batch, "train peak MiB": peak_memory_mib(device)}
 
 
 def run_scaling(args: argparse.Namespace, device: torch.device) -> list[dict]:
     points = {}     # (res, batch) -> row: the point both sweeps share is measured once.
     rows = []
-    for sweep, grid in (('res', SCALING_BY_RES), ('batch', SCALING_BY_BATCH)):
+    for sweep, grid in (("res", SCALING_BY_RES), ("batch", SCALING_BY_BATCH)):
         for res, batch in grid:
             if (res, batch) not in points:
                 points[res, batch] = measure_scaling_point(res, batch, args, device)
-            rows.append({'sweep': sweep, **points[res, batch]})
-    print(f'{args.config} networks; median of {args.repeats} timed repeats after {args.warmup} warm-up calls; '
-          f'a training call is {TRAIN_CONFIGS[args.config].gp_interval} iterations')
+            rows.append({"sweep": sweep, **points[res, batch]})
+    print(f"{args.config} networks; median of {args.repeats} timed repeats after {args.warmup} warm-up calls; "
+          f"a training call is {TRAIN_CONFIGS[args.config].gp_interval} iterations")
     print(markdown(rows, SCALING_COLUMNS))
     if args.plot:
-        from stylegan_t2i.plot import save_figure, scaling_plot     # matplotlib only when drawing.
-        fig = scaling_plot(by_res=[r for r in rows if r['sweep'] == 'res'],
-                           by_batch=[r for r in rows if r['sweep'] == 'batch'],
-                           time_keys=('G fwd ms/img', 'train step ms/img'), memory_key='train peak MiB',
-                           title=f'{args.config} networks: {machine_description(device)}')
-        print(f'plot: {save_figure(fig, args.plot)}')
+        from stylegan_t2i.plot import save_figure, scaling_plot  # matplotlib only when drawing.
+        fig = scaling_plot(by_res=[r for r in rows if r["sweep"] == "res"],
+                           by_batch=[r for r in rows if r["sweep"] == "batch"],
+                           time_keys=("G fwd ms/img", "train step ms/img"), memory_key="train peak MiB",
+                           title=f"{args.config} networks: {machine_description(device)}")
+        print(f"plot: {save_figure(fig, args.plot)}")
     return rows
 
 
@@ -396,7 +399,7 @@ def top_ops(phases: Sequence[Callable[[], None]], cycle: int, device: torch.devi
                 fn()
     run_cycle()
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == 'cuda':
+    if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         run_cycle()
@@ -404,8 +407,8 @@ def top_ops(phases: Sequence[Callable[[], None]], cycle: int, device: torch.devi
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
-    return [{'op': e.key, 'self CPU ms': e.self_cpu_time_total / 1e3 / cycle, 'calls': e.count // cycle,
-             '% of self CPU': 100 * e.self_cpu_time_total / total} for e in top]
+    return [{"op": e.key, "self CPU ms": e.self_cpu_time_total / 1e3 / cycle, "calls": e.count // cycle,
+             "% of self CPU": 100 * e.self_cpu_time_total / total} for e in top]
 
 
 def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.device, networks) -> list[dict]:
@@ -416,19 +419,19 @@ def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.
         trainer, phase = build_trainer(res, args.train_batch, args.text_dim, device, args.config)
         reals = torch.rand(args.train_batch, 3, res, res, device=device) * 2 - 1
         step_text = random_step_text(trainer, args.train_batch, args.text_dim, device)
-        rows += [{'res': res, 'network': 'ours', **r}
+        rows += [{"res": res, "network": "ours", **r}
                  for r in top_ops(train_phases(trainer, phase, reals, step_text), cycle, device)]
         if networks is not None:
             g_cfg, d_cfg = CONFIGS[args.config](args.text_dim, max_res=res)
             step = nvlabs_baseline.WganGpStep(*nvlabs_baseline.build_networks(networks, g_cfg, d_cfg),
                                               TRAIN_CONFIGS[args.config], phase.lr, device)
             c, beta = step_text.text, late_ema_beta(TRAIN_CONFIGS[args.config], args.train_batch)
-            rows += [{'res': res, 'network': 'NVlabs', **r}
+            rows += [{"res": res, "network": "NVlabs", **r}
                      for r in top_ops((lambda: step.critic_phase(reals, c), lambda: step.generator_phase(c, beta)),
                                       cycle, device)]
-    print(f'{args.config} networks, training batch {args.train_batch}: top 5 ops by self CPU time over '
-          f'{cycle} training iterations (per iteration)')
-    print(markdown(rows, ('res', 'network', 'op', 'self CPU ms', '% of self CPU', 'calls')))
+    print(f"{args.config} networks, training batch {args.train_batch}: top 5 ops by self CPU time over "
+          f"{cycle} training iterations (per iteration)")
+    print(markdown(rows, ("res", "network", "op", "self CPU ms", "% of self CPU", "calls")))
     return rows
 
 
@@ -436,44 +439,44 @@ def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.
 
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', choices=sorted(CONFIGS), default=None,
-                        help='network sizes: cpu_demo or nvlabs (default cpu_demo; nvlabs with --scaling)')
-    parser.add_argument('--resolutions', default='32,64',
-                        help='comma-separated final resolutions, powers of two >= 4 (default 32,64)')
-    parser.add_argument('--batch', type=int, default=32, help='images per G forward (default 32)')
-    parser.add_argument('--train_batch', type=int, default=None,
-                        help='images per training step, a multiple of 4 above 4 (default 16 for nvlabs, '
-                             '--batch for cpu_demo)')
-    parser.add_argument('--nvlabs', metavar='PATH', default=None,
-                        help='a checkout of NVlabs/stylegan2-ada-pytorch: add its networks to the table and --profile')
-    parser.add_argument('--repeats', type=int, default=None,
-                        help='timed repeats per cell; the median is shown (default 5; 3 with --scaling)')
-    parser.add_argument('--warmup', type=int, default=None,
-                        help='untimed calls before timing each cell (default 2; 1 with --scaling)')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--threads', type=int, default=0,
+    parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                        help="network sizes: cpu_demo or nvlabs (default cpu_demo; nvlabs with --scaling)")
+    parser.add_argument("--resolutions", default="32,64",
+                        help="comma-separated final resolutions, powers of two >= 4 (default 32,64)")
+    parser.add_argument("--batch", type=int, default=32, help="images per G forward (default 32)")
+    parser.add_argument("--train_batch", type=int, default=None,
+                        help="images per training step, a multiple of 4 above 4 (default 16 for nvlabs, "
+                             "--batch for cpu_demo)")
+    parser.add_argument("--nvlabs", metavar="PATH", default=None,
+                        help="a checkout of NVlabs/stylegan2-ada-pytorch: add its networks to the table and --profile")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per cell; the median is shown (default 5; 3 with --scaling)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed calls before timing each cell (default 2; 1 with --scaling)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch; 0 = torch's choice, as in training (default 0)")
-    parser.add_argument('--text_dim', type=int, default=None,
+    parser.add_argument("--text_dim", type=int, default=None,
                         help='width of the random sentence embeddings, i.e. the text encoder\'s embed_dim '
                              f'(default {TEXT_DIMS["cpu_demo"]} for cpu_demo, the pretraining default; '
                              f'{TEXT_DIMS["nvlabs"]} for nvlabs)')
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument('--scaling', action='store_true',
-                      help='time per image and peak memory against resolution and batch instead of the table')
-    mode.add_argument('--profile', action='store_true',
-                      help='the top 5 ops by self CPU time of the training step instead of the table')
-    parser.add_argument('--plot', metavar='PNG', default=None, help='with --scaling: draw it to this PNG')
+    mode.add_argument("--scaling", action="store_true",
+                      help="time per image and peak memory against resolution and batch instead of the table")
+    mode.add_argument("--profile", action="store_true",
+                      help="the top 5 ops by self CPU time of the training step instead of the table")
+    parser.add_argument("--plot", metavar="PNG", default=None, help="with --scaling: draw it to this PNG")
     args = parser.parse_args(argv)
-    args.config = args.config or ('nvlabs' if args.scaling else 'cpu_demo')
+    args.config = args.config or ("nvlabs" if args.scaling else "cpu_demo")
     args.text_dim = args.text_dim or TEXT_DIMS[args.config]
-    args.train_batch = args.train_batch or (16 if args.config == 'nvlabs' else args.batch)
+    args.train_batch = args.train_batch or (16 if args.config == "nvlabs" else args.batch)
     args.repeats = args.repeats if args.repeats is not None else (3 if args.scaling else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.scaling else 2)
     if min(args.batch, args.train_batch, args.repeats, args.text_dim) < 1 or args.warmup < 0 or args.threads < 0:
-        raise SystemExit('bench_generator.py: --batch, --train_batch, --repeats and --text_dim must be >= 1, '
-                         '--warmup and --threads >= 0')
+        raise SystemExit("bench_generator.py: --batch, --train_batch, --repeats and --text_dim must be >= 1, "
+                         "--warmup and --threads >= 0")
     if args.plot and not args.scaling:
-        raise SystemExit('bench_generator.py: --plot draws the --scaling table; add --scaling')
+        raise SystemExit("bench_generator.py: --plot draws the --scaling table; add --scaling")
     if not args.scaling:    # --scaling's batches are fixed.
         check_train_batch(CONFIGS[args.config](args.text_dim)[1], args.train_batch)
     return args
@@ -487,16 +490,16 @@ def main(argv=None) -> list[dict]:
     networks = nvlabs_baseline.import_networks(args.nvlabs) if args.nvlabs else None
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f'machine: {machine_description(device)}')
+    print(f"machine: {machine_description(device)}")
     if args.scaling:    # Its resolutions and batches are its own.
-        print(f'config: {args.config}, text_dim {args.text_dim}')
+        print(f"config: {args.config}, text_dim {args.text_dim}")
         return run_scaling(args, device)
-    print(f'config: {args.config}, text_dim {args.text_dim}; G forward batch {args.batch}, '
-          f'training batch {args.train_batch}')
+    print(f"config: {args.config}, text_dim {args.text_dim}; G forward batch {args.batch}, "
+          f"training batch {args.train_batch}")
     if args.profile:
         return run_profile(args, resolutions, device, networks)
     return run_table(args, resolutions, device, networks)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -9,8 +9,8 @@ held-out combinations (`all_combinations(held_out=True)`: (shape, colour) pairs 
 training), captioned with template 0. All targets are projected in one batch (they are
 independent). Edits change only the colour word (to the next colour of ATTRIBUTES["colour"])
 or only the shape word (to the next shape) and re-render the projected w (`edit_w`) at each
-`--strengths`. The demo attribute classifier (`benchmarks/attribute_classifier.py`, 1.000 on
-real renders) judges: "follows" = the edited attribute reads as the new word, "others stay" =
+`--strengths`. The demo attribute classifier (`stylegan_t2i/metrics/attribute_classifier.py`,
+1.000 on real renders) judges: "follows" = the edited attribute reads as the new word, "others stay" =
 the four other attributes read as the target's, "both" = both at once. The "generate" row is
 the generator drawing the new caption from scratch (seeds 0..num-1): what it can draw at all.
 """
@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):   # run as `python benchmarks/bench_projector.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
 
-from benchmarks.attribute_classifier import ATTR_NAMES, ClassifierConfig, ensure_classifier, labels_of, pil_to_img
-from datasets.demo_scenes import ATTRIBUTES, all_combinations, caption_for, render_scene
+from stylegan_t2i.data.demo_scenes import ATTRIBUTES, all_combinations, caption_for, render_scene
 from stylegan_t2i.images import make_grid, save_png, to_uint8
 from stylegan_t2i.inference import DEMO_MODEL, load_sampler
+from stylegan_t2i.metrics.attribute_classifier import (
+    ATTR_NAMES,
+    ClassifierConfig,
+    ensure_classifier,
+    labels_of,
+    pil_to_img,
+)
 from stylegan_t2i.projector import ProjectorConfig, edit_w, encoder_distance, project, psnr, synthesize
 
 EDITS = ("colour", "shape")

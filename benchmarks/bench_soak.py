@@ -1,8 +1,8 @@
 """Soak test of GAN training: does memory grow, and how long do checkpoint writes take?
 
-Runs the real entry point, `train_progan.main`, on the cpu_demo preset for --minutes of training
-(the text encoder pretraining and the image cache before it are not counted), with a checkpoint
-every --snapshot_kimg, then prints one table row:
+Runs the real entry point of train_progan.py, `stylegan_t2i.cli.train.main`, on the cpu_demo
+preset for --minutes of training (the text encoder pretraining and the image cache before it
+are not counted), with a checkpoint every --snapshot_kimg, then prints one table row:
 
   minutes, kimg        : training time and images shown until the stop.
   RSS start/warm/end   : resident set of this process (VmRSS, /proc/self/status) at the first
@@ -25,7 +25,7 @@ machine: compare runs on the same machine only.
         [--warmup_minutes 2] [--max_res 32] [--kimg_per_stage 1] [--batch N] [--out DIR] \\
         [--text_encoder PATH | --text_encoder_steps 20] [--image_dir D --label_dir D] [--device cpu]
 
-(after `pip install -e .`; from a bare checkout prefix PYTHONPATH=.)
+(after `pip install -e .` or `pip install .`)
 """
 from __future__ import annotations
 
@@ -35,34 +35,30 @@ import dataclasses
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as `python benchmarks/bench_soak.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 
-import train_progan
+from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.distributed import resolve_device
 from stylegan_t2i.measure import machine_description
-from stylegan_t2i.training import gan_trainer
+from stylegan_t2i.training import loop
 from stylegan_t2i.training.gan_trainer import GanTrainer
 
-COLUMNS = ('minutes', 'kimg', 'RSS start MiB', 'RSS warm MiB', 'RSS end MiB', 'growth MiB', 'MiB/hour',
-           'ckpt writes', 'write median ms', 'write max ms', 'ckpt MiB')
+COLUMNS = ("minutes", "kimg", "RSS start MiB", "RSS warm MiB", "RSS end MiB", "growth MiB", "MiB/hour",
+           "ckpt writes", "write median ms", "write max ms", "ckpt MiB")
 
 
 def rss_mib() -> float:
     """This process's resident set now (VmRSS), MiB."""
-    with open('/proc/self/status') as f:
+    with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith('VmRSS:'):
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024  # the value is in kB
-    raise RuntimeError('/proc/self/status has no VmRSS line (not Linux?)')
+    raise RuntimeError("/proc/self/status has no VmRSS line (not Linux?)")
 
 
 @dataclasses.dataclass
@@ -104,7 +100,7 @@ class SoakProbe:
 @contextlib.contextmanager
 def instrumented(probe: SoakProbe):
     """Route every GanTrainer step and every GAN checkpoint write through `probe` while inside."""
-    real_update_ema, real_save = GanTrainer.update_ema, gan_trainer.save_checkpoint
+    real_update_ema, real_save = GanTrainer.update_ema, loop.save_checkpoint
 
     def update_ema(self, batch):
         real_update_ema(self, batch)
@@ -116,11 +112,11 @@ def instrumented(probe: SoakProbe):
         probe.writes.append(((time.perf_counter() - start) * 1e3, written.stat().st_size / 2 ** 20))
         return written
 
-    GanTrainer.update_ema, gan_trainer.save_checkpoint = update_ema, save_checkpoint
+    GanTrainer.update_ema, loop.save_checkpoint = update_ema, save_checkpoint
     try:
         yield probe
     finally:
-        GanTrainer.update_ema, gan_trainer.save_checkpoint = real_update_ema, real_save
+        GanTrainer.update_ema, loop.save_checkpoint = real_update_ema, real_save
 
 
 def summarize(
@@ -129,71 +125,71 @@ def summarize(
 ) -> dict:
     """The table row of a finished soak (see the module docstring for each value)."""
     samples = probe.samples
-    assert samples, 'no training step was recorded'
+    assert samples, "no training step was recorded"
     late = [s for s in samples if s.seconds >= warmup_s] or samples[-1:]
     warm = next((s for s in late if s.grown), late[0])
     after = [s for s in samples if s.seconds >= warm.seconds]
     slope = (np.polyfit([s.seconds for s in after], [s.rss for s in after], 1)[0] * 3600
-             if len(after) >= 3 else float('nan'))   # MiB/s -> MiB/hour
+             if len(after) >= 3 else float("nan"))   # MiB/s -> MiB/hour
     write_ms = [ms for ms, _ in probe.writes]
-    return {'minutes': samples[-1].seconds / 60, 'kimg': samples[-1].kimg, 'RSS start MiB': samples[0].rss,
-            'RSS warm MiB': warm.rss, 'RSS end MiB': samples[-1].rss, 'growth MiB': samples[-1].rss - warm.rss,
-            'MiB/hour': slope, 'ckpt writes': len(write_ms),
-            'write median ms': statistics.median(write_ms) if write_ms else float('nan'),
-            'write max ms': max(write_ms, default=float('nan')),
-            'ckpt MiB': probe.writes[-1][1] if probe.writes else float('nan'),
-            'warm_grown': warm.grown, 'warm_minutes': warm.seconds / 60, 'samples_after_warm': len(after)}
+    return {"minutes": samples[-1].seconds / 60, "kimg": samples[-1].kimg, "RSS start MiB": samples[0].rss,
+            "RSS warm MiB": warm.rss, "RSS end MiB": samples[-1].rss, "growth MiB": samples[-1].rss - warm.rss,
+            "MiB/hour": slope, "ckpt writes": len(write_ms),
+            "write median ms": statistics.median(write_ms) if write_ms else float("nan"),
+            "write max ms": max(write_ms, default=float("nan")),
+            "ckpt MiB": probe.writes[-1][1] if probe.writes else float("nan"),
+            "warm_grown": warm.grown, "warm_minutes": warm.seconds / 60, "samples_after_warm": len(after)}
 
 
 def format_table(row: dict) -> str:
     note = (f"warm-up ended at {row['warm_minutes']:.2f} min ({row['samples_after_warm']} RSS samples after it)"
-            + ('' if row['warm_grown'] else '; NOT fully grown yet: run longer or lower --kimg_per_stage'))
-    cells = [f'{row[c]:.0f}' if c == 'ckpt writes' else f'{row[c]:.2f}' if c in ('minutes', 'kimg', 'ckpt MiB')
-             else f'{row[c]:.1f}' for c in COLUMNS]
-    return '\n'.join([note, '| ' + ' | '.join(COLUMNS) + ' |', '|' + '---:|' * len(COLUMNS),
-                      '| ' + ' | '.join(cells) + ' |'])
+            + ("" if row["warm_grown"] else "; NOT fully grown yet: run longer or lower --kimg_per_stage"))
+    cells = [f"{row[c]:.0f}" if c == "ckpt writes" else f"{row[c]:.2f}" if c in ("minutes", "kimg", "ckpt MiB")
+             else f"{row[c]:.1f}" for c in COLUMNS]
+    return "\n".join([note, "| " + " | ".join(COLUMNS) + " |", "|" + "---:|" * len(COLUMNS),
+                      "| " + " | ".join(cells) + " |"])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--minutes', type=float, default=10.0, help='training time before the stop (default 10)')
-    p.add_argument('--snapshot_kimg', type=float, default=1.0,
-                   help='checkpoint every N thousand images, so the run writes many (default 1)')
-    p.add_argument('--rss_every', type=int, default=20, help='sample RSS every N training steps (default 20)')
-    p.add_argument('--warmup_minutes', type=float,
-                   help='RSS growth is measured from the first fully grown sample after this '
-                        '(default: min(2, minutes / 5))')
-    p.add_argument('--max_res', type=int, default=32, help='final resolution of the cpu_demo preset (default 32)')
-    p.add_argument('--kimg_per_stage', type=float, default=1.0,
-                   help='thousands of images per fade-in and per stable phase: small, so the networks are '
-                        'fully grown early in the soak (default 1)')
-    p.add_argument('--batch', type=int, help='minibatch (default: the cpu_demo preset\'s)')
-    p.add_argument('--out', type=Path,
-                   help='parent of the run directory, kept afterwards (default: a temporary folder, deleted)')
-    p.add_argument('--text_encoder', type=Path, help='pretrained text encoder checkpoint (skips pretraining)')
-    p.add_argument('--text_encoder_steps', type=int, default=20,
-                   help='pretraining steps when no --text_encoder is given; quality does not matter here '
-                        '(default 20)')
-    p.add_argument('--image_dir', type=Path, help='images (default: the built-in demo dataset)')
-    p.add_argument('--label_dir', type=Path, help='captions, with --image_dir')
-    p.add_argument('--device', default='cpu', help='auto, cpu, cuda or cuda:N (default: cpu)')
-    p.add_argument('--threads', type=int, default=0, help="CPU threads for torch; 0 = torch's choice (default 0)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time before the stop (default 10)")
+    p.add_argument("--snapshot_kimg", type=float, default=1.0,
+                   help="checkpoint every N thousand images, so the run writes many (default 1)")
+    p.add_argument("--rss_every", type=int, default=20, help="sample RSS every N training steps (default 20)")
+    p.add_argument("--warmup_minutes", type=float,
+                   help="RSS growth is measured from the first fully grown sample after this "
+                        "(default: min(2, minutes / 5))")
+    p.add_argument("--max_res", type=int, default=32, help="final resolution of the cpu_demo preset (default 32)")
+    p.add_argument("--kimg_per_stage", type=float, default=1.0,
+                   help="thousands of images per fade-in and per stable phase: small, so the networks are "
+                        "fully grown early in the soak (default 1)")
+    p.add_argument("--batch", type=int, help="minibatch (default: the cpu_demo preset's)")
+    p.add_argument("--out", type=Path,
+                   help="parent of the run directory, kept afterwards (default: a temporary folder, deleted)")
+    p.add_argument("--text_encoder", type=Path, help="pretrained text encoder checkpoint (skips pretraining)")
+    p.add_argument("--text_encoder_steps", type=int, default=20,
+                   help="pretraining steps when no --text_encoder is given; quality does not matter here "
+                        "(default 20)")
+    p.add_argument("--image_dir", type=Path, help="images (default: the built-in demo dataset)")
+    p.add_argument("--label_dir", type=Path, help="captions, with --image_dir")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch; 0 = torch's choice (default 0)")
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.snapshot_kimg <= 0 or args.rss_every < 1 or args.threads < 0:
-        p.error('--minutes and --snapshot_kimg must be > 0, --rss_every >= 1, --threads >= 0')
+        p.error("--minutes and --snapshot_kimg must be > 0, --rss_every >= 1, --threads >= 0")
     if (args.image_dir is None) != (args.label_dir is None):
-        p.error('give both --image_dir and --label_dir, or neither for the demo dataset')
+        p.error("give both --image_dir and --label_dir, or neither for the demo dataset")
     return args
 
 
 def train_argv(args: argparse.Namespace, out: Path) -> list[str]:
     """train_progan.py's command line for the soak: effectively endless, stopped by the probe."""
-    argv = ['--out', str(out), '--max_res', str(args.max_res), '--kimg_per_stage', str(args.kimg_per_stage),
-            '--snapshot_kimg', str(args.snapshot_kimg), '--total_kimg', '1000000', '--device', args.device,
-            '--text_encoder_steps', str(args.text_encoder_steps)]
-    for flag in ('batch', 'text_encoder', 'image_dir', 'label_dir'):
+    argv = ["--out", str(out), "--max_res", str(args.max_res), "--kimg_per_stage", str(args.kimg_per_stage),
+            "--snapshot_kimg", str(args.snapshot_kimg), "--total_kimg", "1000000", "--device", args.device,
+            "--text_encoder_steps", str(args.text_encoder_steps)]
+    for flag in ("batch", "text_encoder", "image_dir", "label_dir"):
         if getattr(args, flag) is not None:
-            argv += [f'--{flag}', str(getattr(args, flag))]
+            argv += [f"--{flag}", str(getattr(args, flag))]
     return argv
 
 
@@ -202,10 +198,10 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(2.0, args.minutes / 5))
-    print(f'machine: {machine_description(resolve_device(args.device))}')
+    print(f"machine: {machine_description(resolve_device(args.device))}")
     probe = SoakProbe(stop_after_s=60 * args.minutes, rss_every=args.rss_every)
     with contextlib.ExitStack() as stack:
-        out = args.out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='bench_soak-')))
+        out = args.out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_soak-")))
         with instrumented(probe):
             train_progan.main(train_argv(args, out))
     row = summarize(probe, warmup_s)
@@ -213,5 +209,5 @@ def main(argv=None) -> dict:
     return row
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -3,8 +3,8 @@
 For every seen (shape, colour, size, position, background) combination of the demo dataset
 (or a fixed random subset) and every held-out combination (a (shape, colour) pair never in
 training), generate images from captions, classify each attribute with a classifier trained
-on real demo images (`benchmarks/attribute_classifier.py`), and report per-attribute accuracy
-and all-five-right accuracy, seen and held-out separately, plus the Fréchet distance between
+on real demo images (`stylegan_t2i/metrics/attribute_classifier.py`), and report per-attribute
+accuracy and all-five-right accuracy, seen and held-out separately, plus the Fréchet distance between
 generated and real renders of the same combinations in the classifier's penultimate features
 ("FD_attr"; not FID: a 64-d feature space trained on this data, comparable only to itself).
 
@@ -16,18 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-if __package__ in (None, ""):   # run as `python benchmarks/quality_demo.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 
-from benchmarks.attribute_classifier import (
+from stylegan_t2i.data.demo_scenes import (
+    ATTRIBUTES,
+    TEMPLATES,
+    all_combinations,
+    caption_for,
+    render_scene,
+)
+from stylegan_t2i.distributed import resolve_device
+from stylegan_t2i.images import make_grid, save_png, to_uint8
+from stylegan_t2i.metrics.attribute_classifier import (
     ATTR_NAMES,
     NUM_CLASSES,
     AttributeClassifier,
@@ -40,16 +45,7 @@ from benchmarks.attribute_classifier import (
     render_real,
     with_jitter,
 )
-from datasets.demo_scenes import (
-    ATTRIBUTES,
-    TEMPLATES,
-    all_combinations,
-    caption_for,
-    render_scene,
-)
-from stylegan_t2i.images import make_grid, save_png, to_uint8
 from stylegan_t2i.metrics.frechet import frechet_distance_from_features
-from stylegan_t2i.distributed import resolve_device
 
 # generate_fn(captions, seeds) -> img [len(captions), 3, R, R] in [-1, 1], image i from
 # captions[i] and seeds[i] (the `sampler.sample` contract of stylegan_t2i.inference).

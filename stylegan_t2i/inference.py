@@ -22,13 +22,21 @@ from tqdm import tqdm
 
 from stylegan_t2i.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stylegan_t2i.config import config_from_dict
-from stylegan_t2i.diffusion import (DDIMScheduler, DDPMScheduler, SchedulerConfig, UNet, UNetConfig,
-                                    guided_eps, img2img_start)
+from stylegan_t2i.diffusion import (
+    DDIMScheduler,
+    DDPMScheduler,
+    SchedulerConfig,
+    UNet,
+    UNetConfig,
+    guided_eps,
+    img2img_start,
+)
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
 from stylegan_t2i.text.pretrain import TextEncoderBundle, bundle_from_payload
 
-# The demo model shipped in the repository beside the package (an installed wheel lacks it).
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "demo-gan.pt"
+# The demo model, package data: in the repository a link to pretrained/demo-gan.pt (beside its model
+# card), in an installed wheel a copy of that file.
+DEMO_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo-gan.pt"
 
 OptionsT = TypeVar("OptionsT")
 

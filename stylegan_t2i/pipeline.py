@@ -47,8 +47,8 @@ def checkpoint_path(path: str | Path | None) -> Path:
     model for None (a one-line CheckpointError when this checkout lacks it)."""
     if path is None:
         if not DEMO_MODEL.is_file():
-            raise CheckpointError(f"{DEMO_MODEL}: no demo model here (it ships in the repository's pretrained/, "
-                                  f"not in an installed package); pass a checkpoint path")
+            raise CheckpointError(f"{DEMO_MODEL}: no demo model here (package data of stylegan_t2i, linked to the "
+                                  f"repository's pretrained/demo-gan.pt); reinstall the package or pass a checkpoint path")
         return DEMO_MODEL
     path = Path(path)
     return path / MODEL_FILE if path.is_dir() else path

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import load_checkpoint
+from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.config import config_from_dict
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.inference import load_sampler
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets.demo_scenes import ATTRIBUTES, caption_for
+from stylegan_t2i.data.demo_scenes import ATTRIBUTES, caption_for
 from stylegan_t2i.inference import load_sampler
 
 DEMO = Path(__file__).resolve().parents[1] / "pretrained" / "demo-gan.pt"

@@ -12,8 +12,13 @@ from stylegan_t2i.text.contrastive import ContrastiveModel, clip_loss
 from stylegan_t2i.text.encoder import TextEncoderConfig
 from stylegan_t2i.text.image_encoder import ImageEncoderConfig
 from stylegan_t2i.text.pretrain import (
-    PretrainConfig, load_text_encoder, pretrain_text_encoder, retrieval_accuracy, roc_auc,
-    save_text_encoder, text_encoder_payload,
+    PretrainConfig,
+    load_text_encoder,
+    pretrain_text_encoder,
+    retrieval_accuracy,
+    roc_auc,
+    save_text_encoder,
+    text_encoder_payload,
 )
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
@@ -127,7 +132,7 @@ def test_retrieval_accuracy_counts_label_matches():
 def test_tool_main_writes_run(tmp_path):
     from PIL import Image
 
-    from tools.train_text_encoder import main
+    from stylegan_t2i.cli.train_text_encoder import main
 
     (tmp_path / "imgs").mkdir()
     (tmp_path / "txt").mkdir()
@@ -143,3 +148,48 @@ def test_tool_main_writes_run(tmp_path):
     assert bundle.image_cfg.resolution == 8 and bundle.encode(["a red square"])[2].shape == (1, 128)
     with pytest.raises(SystemExit, match="label_dir"):
         main(["--image_dir", str(tmp_path / "imgs")])
+
+
+def _pretrain_with_loss(monkeypatch, wrap, **cfg):
+    """Pretrain briefly with `wrap(step, loss)` in place of each step's CLIP loss; -> (raised, log records)."""
+    import dataclasses
+
+    from stylegan_t2i.text import pretrain
+
+    real_loss, calls = pretrain.clip_loss, []
+
+    def loss(*args):
+        calls.append(1)
+        return wrap(len(calls), real_loss(*args))
+
+    monkeypatch.setattr(pretrain, "clip_loss", loss)
+    log = SimpleNamespace(records=[])
+    log.scalars = lambda step, values, **extra: log.records.append((extra["iteration"], values))
+    with pytest.raises(Exception) as raised:
+        pretrain_text_encoder(colour_dataset(), dataclasses.replace(TINY, **cfg), "cpu", run_log=log, progress=False)
+    return raised.value, log.records
+
+
+def test_pretraining_stops_after_the_step_a_signal_arrives_in(monkeypatch):
+    import os
+    import signal
+
+    from stylegan_t2i.training.interrupt import TrainingInterrupted
+
+    def nan_then_signal(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss * float("nan") if step <= 2 else loss
+
+    error, records = _pretrain_with_loss(monkeypatch, nan_then_signal, steps=6, log_every=2)
+    assert isinstance(error, TrainingInterrupted) and "SIGTERM at step 3 of 6" in str(error)
+    assert [step for step, _ in records] == [2, 3]          # the partial window is logged too
+    assert records[0][1]["Faults/nonfinite_steps"] == 2 and "Faults/nonfinite_steps" not in records[1][1]
+
+
+def test_pretraining_stops_after_max_nonfinite_steps_in_a_row(monkeypatch):
+    from stylegan_t2i.training.faults import TrainingDiverged
+
+    error, records = _pretrain_with_loss(monkeypatch, lambda step, loss: loss * float("nan"), max_nonfinite=3)
+    assert isinstance(error, TrainingDiverged) and "3 non-finite losses or gradients in a row" in str(error)
+    assert "No text encoder was saved" in str(error) and records == []

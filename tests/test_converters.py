@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import captions as cap
-from datasets import cifar10
 from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.data.converters import captions as cap
+from stylegan_t2i.data.converters import cifar10
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

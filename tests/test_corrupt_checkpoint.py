@@ -12,10 +12,10 @@ import shutil
 import pytest
 import torch
 
-import generate
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from stylegan_t2i.cli import generate
+from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.distributed import Distributed
 from stylegan_t2i.training import run_files
 

@@ -1,4 +1,4 @@
-"""The built-in demo dataset (datasets/demo_scenes.py)."""
+"""The built-in demo dataset (stylegan_t2i/data/demo_scenes.py; the script datasets/demo_scenes.py)."""
 from __future__ import annotations
 
 import collections
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from datasets import demo_scenes as demo
 from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.data import demo_scenes as demo
 
 
 def test_combinations_split_seen_and_held_out():

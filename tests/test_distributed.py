@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.batch_share import BatchShare, whole_batch
 from stylegan_t2i.checkpoint import load_checkpoint
+from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.cli import train_ddpm, train_text_encoder
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.distributed import Distributed
-from tools import train_ddpm, train_text_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two growth stages (4x4, then an 8x8 fade-in): progressive training leaves different

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
+from stylegan_t2i.cli import compare, evaluate, train_ddpm
+from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.evaluation import (
     SEED_STRIDE,
     EvalConfig,
@@ -24,7 +25,6 @@ from stylegan_t2i.evaluation import (
 )
 from stylegan_t2i.images import from_uint8
 from stylegan_t2i.inference import GanOptions, load_sampler, parse_options
-from tools import compare, evaluate, train_ddpm
 
 RES = 8
 NUM = 12

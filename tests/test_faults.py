@@ -23,15 +23,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
+from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.data import ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.critic import Critic
 from stylegan_t2i.models.generator import Generator
 from stylegan_t2i.text.pretrain import PretrainConfig, load_text_encoder, pretrain_text_encoder, save_text_encoder
-from stylegan_t2i.training import gan_trainer, run_files
+from stylegan_t2i.training import loop, run_files
 from stylegan_t2i.training.faults import TrainingDiverged
 from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
 from stylegan_t2i.training.schedule import ProgressiveSchedule, ScheduleConfig
@@ -267,7 +267,7 @@ def test_ema_half_life_counts_every_critic_batch(data, monkeypatch):
     for 2 batches of images, so the half-life stays in images."""
     trainer = _tiny_trainer(data, None, n_critic=2, ema_rampup=None, ema_kimg=0.1)
     betas = []
-    monkeypatch.setattr(gan_trainer, "update_ema", lambda ema, net, beta: betas.append(beta))
+    monkeypatch.setattr(loop, "update_ema", lambda ema, net, beta: betas.append(beta))
     trainer.fit(total_kimg=2 * BATCH / 1000)
     assert betas == [pytest.approx(0.5 ** (2 * BATCH / 100))]
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from datasets.demo_scenes import all_combinations, captions_for
 from stylegan_t2i.data import DatasetError, ImageLabelDataset
+from stylegan_t2i.data.demo_scenes import all_combinations, captions_for
 from stylegan_t2i.data.scan import IMAGE_EXTENSIONS
 from stylegan_t2i.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import io
 import math
-import os
 import tempfile
 import traceback
 from pathlib import Path
@@ -28,8 +27,8 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import generate
 from stylegan_t2i import TextToImage, TextToImageOutput
+from stylegan_t2i.cli import generate
 from stylegan_t2i.inference import DEMO_MODEL
 
 FUZZ = settings(deadline=None, derandomize=True, database=None,

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-import generate
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import FORMAT_VERSION
+from stylegan_t2i.cli import generate
+from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.images import BORDER
 from stylegan_t2i.inference import export_for_generation
 
@@ -200,7 +200,7 @@ def test_prompt_and_output_errors(trained, tmp_path, capsys):
 
 
 def test_export_tool_writes_a_loadable_file_and_rejects_other_kinds(trained, tmp_path):
-    from tools import export_generator
+    from stylegan_t2i.cli import export_generator
 
     out = export_generator.main(["--checkpoint", str(trained), "--out", str(tmp_path / "m.pt")])
     generate.main(["--checkpoint", str(out), "--text", "a red circle", "--n", "1", "--out", str(tmp_path / "x.png")])

@@ -8,12 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-import generate
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
+from stylegan_t2i.cli import generate, train_ddpm
+from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.images import save_png
 from stylegan_t2i.inference import DdpmSampler, load_sampler
-from tools import train_ddpm
 
 RES = 8
 PROMPT = "a small red circle on the left on a black background"

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.demo_scenes import generate_demo_dataset
+from stylegan_t2i.cli import evaluate
 from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.evaluation import EvalConfig, eval_captions, eval_seeds, evaluate_sampler, generate_u8
 from stylegan_t2i.inference import GanOptions, parse_options
-from stylegan_t2i.metrics import (InceptionV3, extract_features, inception_score, load_inception,
-                                  make_feature_extractor)
-from tools import evaluate
+from stylegan_t2i.metrics import InceptionV3, extract_features, inception_score, load_inception, make_feature_extractor
 
 DEMO = Path(__file__).resolve().parents[1] / "pretrained" / "demo-gan.pt"
 

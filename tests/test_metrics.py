@@ -9,15 +9,22 @@ import pytest
 import torch
 import torch.nn as nn
 
-from stylegan_t2i.metrics import (ModuleExtractor, extract_features, frechet_distance,
-                                  frechet_distance_from_features, kernel_inception_distance,
-                                  make_feature_extractor, mean_cosine_alignment,
-                                  precision_recall, r_precision, sliced_wasserstein_distance)
+from stylegan_t2i.metrics import (
+    ModuleExtractor,
+    extract_features,
+    frechet_distance,
+    frechet_distance_from_features,
+    kernel_inception_distance,
+    make_feature_extractor,
+    mean_cosine_alignment,
+    precision_recall,
+    r_precision,
+    sliced_wasserstein_distance,
+)
 from stylegan_t2i.metrics.alignment import embed_images_and_captions
 from stylegan_t2i.metrics.kid import mmd2_unbiased
 from stylegan_t2i.metrics.precision_recall import knn_radii
 from stylegan_t2i.metrics.swd import laplacian_pyramid
-
 
 # ---------------------------------------------------------------------------- Fréchet distance
 
@@ -78,7 +85,8 @@ def test_fd_rejects_non_psd_input_with_large_imaginary_part():
 
 def _mmd2_loop(x, y):
     """Bińkowski et al. eq. for MMD^2_u written out pairwise (the independent reference)."""
-    k = lambda a, b: (a @ b / x.shape[1] + 1) ** 3
+    def k(a, b):
+        return (a @ b / x.shape[1] + 1) ** 3
     m = len(x)
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
@@ -101,7 +109,8 @@ def test_kid_unbiased_for_equal_distributions_and_positive_for_shift():
     mean, std = kernel_inception_distance(f1, f2, num_subsets=200, subset_size=100, seed=0)
     # The plug-in (V-statistic) estimate, diagonals included, on 10 disjoint subset pairs
     # of the same size is biased upward; the unbiased mean must not be.
-    k = lambda a, b: (a @ b.T / 8 + 1) ** 3
+    def k(a, b):
+        return (a @ b.T / 8 + 1) ** 3
     biased = np.mean([k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
                       for x, y in zip(np.split(f1, 10), np.split(f2, 10))])
     assert biased > 3 * std and abs(mean) < 0.2 * std and abs(mean) < 0.05 * biased

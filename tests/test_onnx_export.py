@@ -10,12 +10,12 @@ import torch
 onnx = pytest.importorskip("onnx", reason="ONNX export tests need the onnx package: pip install -e '.[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="ONNX export tests need onnxruntime: pip install -e '.[onnx]'")
 
+from stylegan_t2i.cli import export_onnx
 from stylegan_t2i.inference import GanSampler, load_sampler, seeded_normal
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
 from stylegan_t2i.text.contrastive import ContrastiveModel
 from stylegan_t2i.text.pretrain import PretrainConfig, TextEncoderBundle, model_configs
 from stylegan_t2i.text.tokenizer import Tokenizer
-from tools import export_onnx
 
 CAPTIONS = ["a large red circle in the center on a black background",
             "a small blue square on the left",

@@ -19,8 +19,8 @@ from stylegan_t2i.ops import upfirdn2d as uf
 F64 = torch.float64
 SELU_L, SELU_A = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
 DEF_ALPHA = 0.2
-DEF_GAIN = {'linear': 1, 'relu': math.sqrt(2), 'lrelu': math.sqrt(2), 'tanh': 1, 'sigmoid': 1,
-            'elu': 1, 'selu': 1, 'softplus': 1, 'swish': math.sqrt(2)}
+DEF_GAIN = {"linear": 1, "relu": math.sqrt(2), "lrelu": math.sqrt(2), "tanh": 1, "sigmoid": 1,
+            "elu": 1, "selu": 1, "softplus": 1, "swish": math.sqrt(2)}
 ACTS = list(DEF_GAIN)
 
 # ============================================================================
@@ -33,26 +33,26 @@ def _act_closed_form(act, v, alpha):
     one, zero = torch.ones_like(v), torch.zeros_like(v)
     s = 1 / (1 + torch.exp(-v))
     t = torch.tanh(v)
-    if act == 'linear':
+    if act == "linear":
         return v, one, zero
-    if act == 'relu':
+    if act == "relu":
         return torch.where(pos, v, zero), torch.where(pos, one, zero), zero
-    if act == 'lrelu':
+    if act == "lrelu":
         return torch.where(pos, v, alpha * v), torch.where(pos, one, alpha * one), zero
-    if act == 'tanh':
+    if act == "tanh":
         return t, 1 - t * t, -2 * t * (1 - t * t)
-    if act == 'sigmoid':
+    if act == "sigmoid":
         return s, s * (1 - s), s * (1 - s) * (1 - 2 * s)
-    if act == 'elu':
+    if act == "elu":
         e = torch.exp(v)
         return torch.where(pos, v, e - 1), torch.where(pos, one, e), torch.where(pos, zero, e)
-    if act == 'selu':
+    if act == "selu":
         e = torch.exp(v)
         return (SELU_L * torch.where(pos, v, SELU_A * (e - 1)), SELU_L * torch.where(pos, one, SELU_A * e),
                 SELU_L * torch.where(pos, zero, SELU_A * e))
-    if act == 'softplus':
+    if act == "softplus":
         return torch.log1p(torch.exp(v)), s, s * (1 - s)
-    if act == 'swish':
+    if act == "swish":
         return v * s, s + v * s * (1 - s), s * (1 - s) * (2 + v * (1 - 2 * s))
     raise AssertionError(act)
 
@@ -96,8 +96,8 @@ def _ba_inputs(shape, dim, with_bias, seed, scale=1.5):
     return x, b, g
 
 
-@pytest.mark.parametrize('act', ACTS)
-@pytest.mark.parametrize('shape,dim', BA_FORMS, ids=[f'{len(s)}d-dim{d}' for s, d in BA_FORMS])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape,dim", BA_FORMS, ids=[f"{len(s)}d-dim{d}" for s, d in BA_FORMS])
 def test_bias_act_all_forms_match_closed_form_to_second_order(act, shape, dim):
     for k, (with_bias, (alpha, gain, clamp)) in enumerate(itertools.product([True, False], BA_PARAMS)):
         x0, b0, g = _ba_inputs(shape, dim, with_bias, seed=1000 * ACTS.index(act) + 10 * dim + k)
@@ -109,7 +109,7 @@ def test_bias_act_all_forms_match_closed_form_to_second_order(act, shape, dim):
 
         x, w = x0.clone().requires_grad_(True), w0.clone().requires_grad_(True)
         b = None if b0 is None else b0.clone().requires_grad_(True)
-        y = ba.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl='ref')
+        y = ba.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref")
         ins = [x] if b is None else [x, b]
         grads = torch.autograd.grad((y * w).sum(), ins, create_graph=True)
         assert [t.shape for t in grads] == [t.shape for t in ins]
@@ -120,12 +120,12 @@ def test_bias_act_all_forms_match_closed_form_to_second_order(act, shape, dim):
         else:   # linear, gain 1, no clamp: dL/dx = w, constant in x and b, linear in w
             gg = [torch.zeros_like(t) for t in ins] + [None]
         got = [y, grads[0], grads[1] if b is not None else None, gg[0], gg[1] if b is not None else None, gg[-1]]
-        what = ['y', 'dx', 'db', 'd2x', 'd2b', 'd2w']
+        what = ["y", "dx", "db", "d2x", "d2b", "d2w"]
         for name, mine, exp in zip(what, got, ref):
             if exp is None or mine is None:
-                assert exp is None or name == 'd2w', name
+                assert exp is None or name == "d2w", name
                 continue
-            msg = f'{name}: act={act} shape={shape} dim={dim} bias={with_bias} alpha={alpha} gain={gain} clamp={clamp}'
+            msg = f"{name}: act={act} shape={shape} dim={dim} bias={with_bias} alpha={alpha} gain={gain} clamp={clamp}"
             torch.testing.assert_close(mine, exp, rtol=1e-12, atol=1e-12, msg=msg)
 
 
@@ -136,7 +136,7 @@ def _away_from_kinks(x, b, dim, act, alpha, gain, clamp, margin=1e-3):
     if clamp is not None:
         v = x if b is None else x + b.reshape(_bias_shape(x.ndim, dim))
         pre = _act_closed_form(act, v, alpha)[0] * gain
-        assert ((pre.abs() - clamp).abs() > margin).all(), 'pick another seed'
+        assert ((pre.abs() - clamp).abs() > margin).all(), "pick another seed"
     return x
 
 
@@ -144,8 +144,8 @@ def _away_from_kinks(x, b, dim, act, alpha, gain, clamp, margin=1e-3):
 _GC_PARAMS = [(True, 0.3, 1.7, 0.9), (False, None, None, None), (True, -0.4, -0.6, None), (True, None, 1, 1.2)]
 
 
-@pytest.mark.parametrize('act', ACTS)
-@pytest.mark.parametrize('ndim', [1, 2, 3, 4])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("ndim", [1, 2, 3, 4])
 def test_bias_act_gradcheck_gradgradcheck_all_ranks(act, ndim):
     shape = [3, 2, 2, 2][:ndim]
     dim = (ACTS.index(act) + ndim) % ndim
@@ -155,14 +155,14 @@ def test_bias_act_gradcheck_gradgradcheck_all_ranks(act, ndim):
     gn = DEF_GAIN[act] if gain is None else gain
     x = _away_from_kinks(x, b, dim, act, a, gn, clamp).requires_grad_(True)
     ins = (x,) if b is None else (x, b.requires_grad_(True))
-    fn = lambda *t: ba.bias_act(*t, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl='ref')  # noqa: E731
+    fn = lambda *t: ba.bias_act(*t, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref")  # noqa: E731
     assert torch.autograd.gradcheck(fn, ins)
     assert torch.autograd.gradgradcheck(fn, ins)
 
 
 def test_bias_act_zero_dim_input_without_bias():
     x = torch.tensor(-0.7, dtype=F64, requires_grad=True)
-    y = ba.bias_act(x, act='lrelu', impl='ref')
+    y = ba.bias_act(x, act="lrelu", impl="ref")
     g, = torch.autograd.grad(y, x)
     assert y.shape == g.shape == ()
     torch.testing.assert_close(g, torch.tensor(0.2 * math.sqrt(2), dtype=F64), rtol=1e-15, atol=0)
@@ -217,7 +217,7 @@ def _check_upfirdn2d_case(x0, f, up, down, padding, flip, gain, seed):
     """Forward, <y, w> gradient and second order (d/dw of <dL/dx, u>) vs the closed form."""
     g = torch.Generator().manual_seed(seed)
     args = (_xy(up), _xy(down), _pad4(padding), flip, gain)
-    msg = f'x={list(x0.shape)} f={None if f is None else list(f.shape)} up={up} down={down} pad={padding} flip={flip} gain={gain}'
+    msg = f"x={list(x0.shape)} f={None if f is None else list(f.shape)} up={up} down={down} pad={padding} flip={flip} gain={gain}"
     xr = x0.clone().requires_grad_(True)
     yr = _upfirdn2d_closed_form(xr, f, *args)
     w0 = torch.randn(yr.shape, dtype=F64, generator=g)
@@ -227,7 +227,7 @@ def _check_upfirdn2d_case(x0, f, up, down, padding, flip, gain, seed):
     ggw_ref = _upfirdn2d_closed_form(u, f, *args)           # d/dw <A^T w, u> = A u
 
     x, w = x0.clone().requires_grad_(True), w0.clone().requires_grad_(True)
-    y = uf.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl='ref')
+    y = uf.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
     assert y.shape == yr.shape, msg
     torch.testing.assert_close(y, yr.detach(), rtol=1e-12, atol=1e-12, msg=msg)
     gx, = torch.autograd.grad((y * w).sum(), x, create_graph=True)
@@ -239,9 +239,9 @@ def _check_upfirdn2d_case(x0, f, up, down, padding, flip, gain, seed):
 
 
 def _random_filter(g, kind):
-    if kind == 'none':
+    if kind == "none":
         return None
-    if kind == 'sep':
+    if kind == "sep":
         return torch.randn(int(torch.randint(1, 6, [1], generator=g)), generator=g)
     fh, fw = (int(v) for v in torch.randint(1, 6, [2], generator=g))
     return torch.randn([fh, fw], generator=g)
@@ -250,7 +250,7 @@ def _random_filter(g, kind):
 def _random_padding(g, form):
     lo, hi = -4, 6
     vals = [int(v) for v in torch.randint(lo, hi, [4], generator=g)]
-    return {'int': vals[0], 'xy': vals[:2], 'x0x1y0y1': vals}[form]
+    return {"int": vals[0], "xy": vals[:2], "x0x1y0y1": vals}[form]
 
 
 def _fits(xshape, f, up, down, padding):
@@ -262,13 +262,13 @@ def _fits(xshape, f, up, down, padding):
 FACTORS = [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize('up', FACTORS)
-@pytest.mark.parametrize('down', FACTORS)
+@pytest.mark.parametrize("up", FACTORS)
+@pytest.mark.parametrize("down", FACTORS)
 def test_upfirdn2d_all_forms_match_closed_form_to_second_order(up, down):
     """Per (up, down): every filter kind x padding form, random values incl. negative pads."""
     g = torch.Generator().manual_seed(100 * up + down)
     remainders = set()
-    for i, (fkind, pform) in enumerate(itertools.product(['none', 'sep', '2d'], ['int', 'xy', 'x0x1y0y1'] * 2)):
+    for i, (fkind, pform) in enumerate(itertools.product(["none", "sep", "2d"], ["int", "xy", "x0x1y0y1"] * 2)):
         # As given (int factors) or per axis with the other axis' factor drawn from 1..4.
         upf = up if i % 2 == 0 else [up, int(torch.randint(1, 5, [1], generator=g))][::(-1) ** (i // 2)]
         downf = down if i % 3 == 0 else [down, int(torch.randint(1, 5, [1], generator=g))][::(-1) ** (i // 3)]
@@ -279,7 +279,7 @@ def test_upfirdn2d_all_forms_match_closed_form_to_second_order(up, down):
             if _fits(xshape, f, upf, downf, padding):
                 break
         else:
-            raise AssertionError('no fitting padding drawn')
+            raise AssertionError("no fitting padding drawn")
         pad = _pad4(padding)
         fh = 1 if f is None else f.shape[0]
         remainders.add((xshape[2] * _xy(upf)[1] + pad[2] + pad[3] - fh) % _xy(downf)[1])
@@ -291,12 +291,12 @@ def test_upfirdn2d_all_forms_match_closed_form_to_second_order(up, down):
         assert len(remainders) > 1      # padded lengths both multiples of down and not
 
 
-@pytest.mark.parametrize('down', [2, 3, 4])
-@pytest.mark.parametrize('fkind', ['sep', '2d'])
+@pytest.mark.parametrize("down", [2, 3, 4])
+@pytest.mark.parametrize("fkind", ["sep", "2d"])
 def test_upfirdn2d_every_remainder_and_crop_past_the_end(down, fkind):
     """Padded length L with (L - f) % down = every remainder, on both axes, incl. crops beyond the input."""
     g = torch.Generator().manual_seed(down)
-    f = torch.randn(3, generator=g) if fkind == 'sep' else torch.randn([3, 2], generator=g)
+    f = torch.randn(3, generator=g) if fkind == "sep" else torch.randn([3, 2], generator=g)
     fw, fh = f.shape[-1], f.shape[0]
     for r, up in itertools.product(range(down), [1, 2]):
         for pad0 in (-4, -1, 0, 2):
@@ -320,13 +320,13 @@ GC_CASES = [
 ]
 
 
-@pytest.mark.parametrize('case', GC_CASES, ids=[str(i) for i in range(len(GC_CASES))])
-@pytest.mark.parametrize('fkind', ['none', 'sep', '2d'])
+@pytest.mark.parametrize("case", GC_CASES, ids=[str(i) for i in range(len(GC_CASES))])
+@pytest.mark.parametrize("fkind", ["none", "sep", "2d"])
 def test_upfirdn2d_gradcheck_gradgradcheck(case, fkind):
     g = torch.Generator().manual_seed(len(fkind))
-    f = {'none': None, 'sep': torch.randn(3, generator=g), '2d': torch.randn([3, 2], generator=g)}[fkind]
+    f = {"none": None, "sep": torch.randn(3, generator=g), "2d": torch.randn([3, 2], generator=g)}[fkind]
     x = torch.randn([1, 2, 3, 3], dtype=F64, generator=g, requires_grad=True)
-    fn = lambda t: uf.upfirdn2d(t, f, impl='ref', **case)  # noqa: E731
+    fn = lambda t: uf.upfirdn2d(t, f, impl="ref", **case)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
 
@@ -353,7 +353,7 @@ def test_regression_bias_act_1d_input_with_bias_gradient_shape():
     x = torch.randn(5, dtype=F64, generator=g, requires_grad=True)
     b = torch.randn(5, dtype=F64, generator=g, requires_grad=True)
     for act in ACTS:
-        y = ba.bias_act(x, b, dim=0, act=act, impl='ref')
+        y = ba.bias_act(x, b, dim=0, act=act, impl="ref")
         gx, gb = torch.autograd.grad(y.sum(), [x, b], create_graph=True)
         assert gx.shape == gb.shape == (5,)
         torch.testing.assert_close(gb, gx, rtol=0, atol=0)
@@ -361,7 +361,7 @@ def test_regression_bias_act_1d_input_with_bias_gradient_shape():
             ggx, ggb = torch.autograd.grad(gb.square().sum(), [x, b], allow_unused=True)
             assert ggx is None or ggx.shape == (5,)
             assert ggb is None or ggb.shape == (5,)
-    fn = lambda x, b: ba.bias_act(x, b, dim=0, act='tanh', gain=1.3, impl='ref')  # noqa: E731
+    fn = lambda x, b: ba.bias_act(x, b, dim=0, act="tanh", gain=1.3, impl="ref")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
@@ -372,7 +372,7 @@ def test_regression_upfirdn2d_down4_padding_remainder_backward():
     x = torch.randn([2, 2, 3, 2], dtype=F64, generator=g, requires_grad=True)
     f = torch.randn([3, 6], generator=g)
     case = dict(down=4, padding=[0, 4, 4, -1], flip_filter=True, gain=4)
-    fn = lambda t: uf.upfirdn2d(t, f, impl='ref', **case)  # noqa: E731
+    fn = lambda t: uf.upfirdn2d(t, f, impl="ref", **case)  # noqa: E731
     gx, = torch.autograd.grad(fn(x).sum(), x)
     assert gx.shape == x.shape
     _check_upfirdn2d_case(x.detach(), f, 1, 4, [0, 4, 4, -1], True, 4.0, seed=0)
@@ -380,7 +380,7 @@ def test_regression_upfirdn2d_down4_padding_remainder_backward():
     assert torch.autograd.gradgradcheck(fn, (x,))
 
 
-@pytest.mark.parametrize('clamp', [None, 1.0])
+@pytest.mark.parametrize("clamp", [None, 1.0])
 def test_regression_lrelu_float64_gain_matches_closed_form_exactly(clamp):
     """lrelu in float64 with gain != 1: the slope went through float32 (1.5e-8 off for 0.2)."""
     g = torch.Generator().manual_seed(1)
@@ -389,7 +389,7 @@ def test_regression_lrelu_float64_gain_matches_closed_form_exactly(clamp):
     w0, u = torch.randn(4, 6, 3, dtype=F64, generator=g), torch.randn(4, 6, 3, dtype=F64, generator=g)
     for alpha, gain in [(0.2, math.sqrt(2)), (0.3, 1.7), (0.1, -2.3)]:
         x, b, w = (t.clone().requires_grad_(True) for t in (x0, b0, w0))
-        y = ba.bias_act(x, b, act='lrelu', alpha=alpha, gain=gain, clamp=clamp, impl='ref')
+        y = ba.bias_act(x, b, act="lrelu", alpha=alpha, gain=gain, clamp=clamp, impl="ref")
         gx, gb = torch.autograd.grad((y * w).sum(), [x, b], create_graph=True)
         ggw, = torch.autograd.grad((gx * u).sum(), [w])
         v = x0 + b0[None, :, None]

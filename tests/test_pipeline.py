@@ -93,7 +93,7 @@ def test_save_pretrained_round_trip_and_model_card(gan, tmp_path):
     card = (directory / "README.md").read_text()
     params = sum(p.numel() for p in gan.sampler.G.parameters())
     assert "(gan)" in card and "Kind: `gan`" in card and "32x32" in card and f"{params:,}" in card
-    assert f"{gan.sampler.kimg:g} kimg" in card and f"TextToImage.from_checkpoint(\"{directory}\")" in card
+    assert f"{gan.sampler.kimg:g} kimg" in card and f'TextToImage.from_checkpoint("{directory}")' in card
 
 
 def test_missing_demo_model_is_a_one_line_error(monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ from matplotlib import font_manager
 from matplotlib.text import Text
 from PIL import Image
 
+from stylegan_t2i.cli import plot_run
 from stylegan_t2i.plot import (
     STYLE,
     Series,
@@ -21,7 +22,6 @@ from stylegan_t2i.plot import (
     training_curves,
 )
 from stylegan_t2i.run_log import RunLog, latest_history, read_log
-from tools import plot_run
 
 RED = (214, 39, 40)     # matplotlib's "tab:red".
 GAN_TAGS = ("Loss/D", "Loss/G", "Critic/wdist", "Loss/D/gp", "Loss/D/mismatch", "Loss/G/align",
@@ -183,7 +183,7 @@ def test_a_resumed_runs_abandoned_records_are_dropped(tmp_path):
     ("", "empty"),
     ("\n\n", "empty"),
     ('{"step": 1000, "Loss/D": 1.0}\n{"step": 2000, "Loss/D": \n', "line 2: not JSON"),
-    ('[1, 2]\n', "line 1: not a record with an integer 'step'"),
+    ("[1, 2]\n", "line 1: not a record with an integer 'step'"),
     ('{"kimg": 1.0, "Loss/D": 1.0}\n', "line 1: not a record with an integer 'step'"),
     ('{"step": 1000, "Loss/other": 1.0}\n', "no scalar to plot"),
 ])

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.attribute_classifier import pil_to_img
-from datasets.demo_scenes import caption_for, render_scene
 from stylegan_t2i import projector as P
+from stylegan_t2i.cli import project as project_cli
+from stylegan_t2i.data.demo_scenes import caption_for, render_scene
 from stylegan_t2i.inference import DEMO_MODEL, GanSampler, load_sampler, seeded_normal
+from stylegan_t2i.metrics.attribute_classifier import pil_to_img
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
-from tools import project as project_cli
 
 SCENE = {"shape": "triangle", "colour": "blue", "size": "large", "position": "center", "background": "gray"}
 CAPTION = caption_for(SCENE)
@@ -190,7 +190,7 @@ def test_benchmark_runs_and_prints_both_tables(capsys):
 def test_generate_init_image_on_a_gan_projects_then_edits(tmp_path, monkeypatch):
     import functools
 
-    import generate
+    from stylegan_t2i.cli import generate
 
     monkeypatch.setattr(generate, "project_and_edit",       # 60 steps instead of 300, for time.
                         functools.partial(P.project_and_edit, cfg=P.ProjectorConfig(num_steps=60)))

@@ -1,14 +1,21 @@
-"""benchmarks/quality_demo.py and benchmarks/attribute_classifier.py on tiny budgets."""
+"""benchmarks/quality_demo.py and stylegan_t2i/metrics/attribute_classifier.py on tiny budgets."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks import attribute_classifier as ac
 from benchmarks import quality_demo as qd
-from datasets.demo_scenes import (ATTRIBUTES, BACKGROUND_RGB, COLOUR_RGB, TEMPLATES, all_combinations, caption_for,
-                                  ensure_demo_dataset)
+from stylegan_t2i.data.demo_scenes import (
+    ATTRIBUTES,
+    BACKGROUND_RGB,
+    COLOUR_RGB,
+    TEMPLATES,
+    all_combinations,
+    caption_for,
+    ensure_demo_dataset,
+)
+from stylegan_t2i.metrics import attribute_classifier as ac
 
 RES = 32
 TINY = ac.ClassifierConfig(resolution=RES, channels=8, feature_dim=32, colour_dim=8, num_steps=300,

@@ -7,16 +7,16 @@ import shutil
 import pytest
 import torch
 
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
+from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.cli import train_ddpm
 from stylegan_t2i.config import config_to_dict
 from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig
 from stylegan_t2i.distributed import Distributed
 from stylegan_t2i.text.pretrain import PretrainConfig, load_text_encoder, pretrain_text_encoder, save_text_encoder
 from stylegan_t2i.training.gan_trainer import TrainConfig
-from tools import train_ddpm
 
 RES = 8
 # No --kimg_per_stage: the cpu_demo preset's per-resolution phase lengths (10 kimg at 4 px), so

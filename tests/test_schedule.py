@@ -1,7 +1,12 @@
 import pytest
 
-from stylegan_t2i.training.schedule import (ProgressiveSchedule, ScheduleConfig, cpu_demo_schedule,
-                                            progan_paper_schedule, remaining_seconds)
+from stylegan_t2i.training.schedule import (
+    ProgressiveSchedule,
+    ScheduleConfig,
+    cpu_demo_schedule,
+    progan_paper_schedule,
+    remaining_seconds,
+)
 
 
 def test_phases_follow_fade_and_stable_kimg():

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan_t2i.diffusion.scheduler import (DDIMScheduler, DDPMScheduler, SchedulerConfig, guided_eps,
-                                              img2img_start)
+from stylegan_t2i.diffusion.scheduler import DDIMScheduler, DDPMScheduler, SchedulerConfig, guided_eps, img2img_start
 from stylegan_t2i.inference import reverse_diffusion
 
 T = 1000
@@ -16,7 +15,8 @@ def reference_alpha_bar(schedule: str) -> np.ndarray:
     """ᾱ_t for t = 0..T-1 straight from the papers, without the module's code."""
     if schedule == "linear":
         return np.cumprod(1.0 - np.linspace(1e-4, 0.02, T))
-    f = lambda tau: math.cos((tau / T + 0.008) / 1.008 * math.pi / 2) ** 2  # Nichol & Dhariwal eq. 17
+    def f(tau):
+        return math.cos((tau / T + 0.008) / 1.008 * math.pi / 2) ** 2  # Nichol & Dhariwal eq. 17
     alpha_bar = np.array([f(t + 1) / f(0) for t in range(T)])
     alpha_bar[-1] = alpha_bar[-2] * (1 - 0.999)     # The last β (= 1 unclipped) is clipped at 0.999.
     return alpha_bar

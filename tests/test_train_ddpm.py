@@ -13,15 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
+from stylegan_t2i.cli import train_ddpm
 from stylegan_t2i.data import ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, bucket_names
 from stylegan_t2i.text.pretrain import load_text_encoder
 from stylegan_t2i.training.faults import TrainingDiverged
 from stylegan_t2i.training.run_files import auto_resume_candidates
-from tools import train_ddpm
 
 RES, BATCH = 8, 8
 # 48 images = 6 steps of 8; a snapshot at 24 images; 2-step guided DDIM grids.

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-import train_progan
-from datasets.demo_scenes import generate_demo_dataset
 from stylegan_t2i.checkpoint import load_checkpoint
+from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 
 # 8 px final resolution = stages 4x4 and 8x8; 16 images per phase, batch 8.
 TINY = ["--max_res", "8", "--batch", "8", "--kimg_per_stage", "0.016", "--snapshot_kimg", "0.032",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import twemoji
 from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.data.converters import twemoji
 
 RED, GOLD, GREEN = (221, 46, 68), (255, 172, 51), (92, 145, 59)  # Twemoji's red, star gold, tree green
 

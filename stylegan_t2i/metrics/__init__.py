@@ -1,7 +1,13 @@
 """Evaluation metrics: FD/FID, KID, IS, SWD, precision/recall, image-text alignment, features."""
 from .alignment import embed_images_and_captions, mean_cosine_alignment, r_precision
-from .features import (FeatureExtractor, ModuleExtractor, extract_features, make_feature_extractor,
-                       quantize_8bit, resize_antialiased)
+from .features import (
+                       FeatureExtractor,
+                       ModuleExtractor,
+                       extract_features,
+                       make_feature_extractor,
+                       quantize_8bit,
+                       resize_antialiased,
+)
 from .frechet import feature_statistics, frechet_distance, frechet_distance_from_features
 from .inception import InceptionV3, load_inception
 from .inception_score import inception_score

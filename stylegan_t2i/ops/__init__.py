@@ -6,4 +6,4 @@ Each op has `impl='ref'` (pure PyTorch, the specification) and `impl='cuda'`
 
 from . import bias_act, upfirdn2d
 
-__all__ = ['bias_act', 'upfirdn2d']
+__all__ = ["bias_act", "upfirdn2d"]

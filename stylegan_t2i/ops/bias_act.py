@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import cuda_build
 
-_loader = cuda_build.CudaExtensionLoader('stylegan_t2i_bias_act', ['bias_act.cpp', 'bias_act.cu'])
+_loader = cuda_build.CudaExtensionLoader("stylegan_t2i_bias_act", ["bias_act.cpp", "bias_act.cu"])
 
 _SELU_SCALE = 1.0507009873554804934193349852946   # Klambauer et al. 2017, lambda
 _SELU_ALPHA = 1.6732632423543772848170429916717   # Klambauer et al. 2017, alpha
@@ -46,15 +46,15 @@ class ActivationSpec:
 
 
 activation_funcs = {
-    'linear':   ActivationSpec(lambda x, **_: x,                           0,   1,            1, '',  False),
-    'relu':     ActivationSpec(lambda x, **_: F.relu(x),                   0,   math.sqrt(2), 2, 'y', False),
-    'lrelu':    ActivationSpec(lambda x, alpha, **_: F.leaky_relu(x, alpha), 0.2, math.sqrt(2), 3, 'y', False),
-    'tanh':     ActivationSpec(lambda x, **_: torch.tanh(x),               0,   1,            4, 'y', True),
-    'sigmoid':  ActivationSpec(lambda x, **_: torch.sigmoid(x),            0,   1,            5, 'y', True),
-    'elu':      ActivationSpec(lambda x, **_: F.elu(x),                    0,   1,            6, 'y', True),
-    'selu':     ActivationSpec(lambda x, **_: F.selu(x),                   0,   1,            7, 'y', True),
-    'softplus': ActivationSpec(lambda x, **_: F.softplus(x),               0,   1,            8, 'y', True),
-    'swish':    ActivationSpec(lambda x, **_: torch.sigmoid(x) * x,        0,   math.sqrt(2), 9, 'x', True),
+    "linear":   ActivationSpec(lambda x, **_: x,                           0,   1,            1, "",  False),
+    "relu":     ActivationSpec(lambda x, **_: F.relu(x),                   0,   math.sqrt(2), 2, "y", False),
+    "lrelu":    ActivationSpec(lambda x, alpha, **_: F.leaky_relu(x, alpha), 0.2, math.sqrt(2), 3, "y", False),
+    "tanh":     ActivationSpec(lambda x, **_: torch.tanh(x),               0,   1,            4, "y", True),
+    "sigmoid":  ActivationSpec(lambda x, **_: torch.sigmoid(x),            0,   1,            5, "y", True),
+    "elu":      ActivationSpec(lambda x, **_: F.elu(x),                    0,   1,            6, "y", True),
+    "selu":     ActivationSpec(lambda x, **_: F.selu(x),                   0,   1,            7, "y", True),
+    "softplus": ActivationSpec(lambda x, **_: F.softplus(x),               0,   1,            8, "y", True),
+    "swish":    ActivationSpec(lambda x, **_: torch.sigmoid(x) * x,        0,   math.sqrt(2), 9, "x", True),
 }
 
 # ----------------------------------------------------------------------------
@@ -71,37 +71,37 @@ class _Params:
 
 def _needs_x(p):
     """lrelu with a negative slope maps both signs of v to yy > 0: act' then needs v itself."""
-    return p.act == 'lrelu' and p.alpha < 0
+    return p.act == "lrelu" and p.alpha < 0
 
 
 def _derivatives(act, yy, xb, alpha):
     """(act'(v), act''(v)) at v = x + b, from yy = act(v) or (swish; lrelu with alpha < 0) from xb = v."""
-    if act == 'linear':
+    if act == "linear":
         return torch.ones_like(yy), None
-    if act == 'relu':
+    if act == "relu":
         return (yy > 0).to(yy.dtype), None
-    if act == 'lrelu':      # the slope in x's dtype (a where() of two Python scalars would be float32)
+    if act == "lrelu":      # the slope in x's dtype (a where() of two Python scalars would be float32)
         pos = yy > 0 if xb is None else xb > 0  # alpha < 0: sign(v) is not the sign of yy, so v is kept
         return torch.where(pos, torch.ones_like(yy), alpha), None
-    if act == 'tanh':       # tanh' = 1 - tanh^2, tanh'' = -2 tanh tanh'
+    if act == "tanh":       # tanh' = 1 - tanh^2, tanh'' = -2 tanh tanh'
         d1 = 1 - yy * yy
         return d1, -2 * yy * d1
-    if act == 'sigmoid':    # s' = s(1 - s), s'' = s'(1 - 2s)
+    if act == "sigmoid":    # s' = s(1 - s), s'' = s'(1 - 2s)
         d1 = yy * (1 - yy)
         return d1, d1 * (1 - 2 * yy)
-    if act == 'elu':        # v < 0: elu = e^v - 1, so elu' = elu'' = yy + 1
+    if act == "elu":        # v < 0: elu = e^v - 1, so elu' = elu'' = yy + 1
         neg = yy + 1
         return torch.where(yy >= 0, 1.0, neg), torch.where(yy >= 0, 0.0, neg)
-    if act == 'selu':       # v < 0: selu = l*a*(e^v - 1), so selu' = selu'' = yy + l*a
+    if act == "selu":       # v < 0: selu = l*a*(e^v - 1), so selu' = selu'' = yy + l*a
         neg = yy + _SELU_SCALE * _SELU_ALPHA
         return torch.where(yy >= 0, _SELU_SCALE, neg), torch.where(yy >= 0, 0.0, neg)
-    if act == 'softplus':   # softplus' = sigmoid(v) = 1 - e^-yy, softplus'' = sigmoid' = (1 - e^-yy) e^-yy
+    if act == "softplus":   # softplus' = sigmoid(v) = 1 - e^-yy, softplus'' = sigmoid' = (1 - e^-yy) e^-yy
         d1 = -torch.expm1(-yy)
         return d1, d1 * torch.exp(-yy)
-    if act == 'swish':      # (v s)' = s (1 + v (1 - s)), (v s)'' = s (1 - s) (2 + v (1 - 2s))
+    if act == "swish":      # (v s)' = s (1 + v (1 - s)), (v s)'' = s (1 - s) (2 + v (1 - 2s))
         s = torch.sigmoid(xb)
         return s * (1 + xb * (1 - s)), s * (1 - s) * (2 + xb * (1 - 2 * s))
-    raise ValueError(f'unknown activation {act!r}')
+    raise ValueError(f"unknown activation {act!r}")
 
 
 def _ref_kernel(x, b, xref, yref, dy, grad, p):
@@ -157,8 +157,8 @@ class _BiasAct(torch.autograd.Function):
         spec = activation_funcs[p.act]
         y = _kernel(module, x, b, None, None, None, 0, p)
         # x is kept when act' needs it, or act'' exists (the 2nd-order grad flows into x).
-        keep_x = 'x' in spec.ref or spec.has_2nd_grad or _needs_x(p)
-        keep_y = 'y' in spec.ref or p.clamp >= 0
+        keep_x = "x" in spec.ref or spec.has_2nd_grad or _needs_x(p)
+        keep_y = "y" in spec.ref or p.clamp >= 0
         ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
         ctx.p, ctx.module = p, module
         return y
@@ -168,7 +168,7 @@ class _BiasAct(torch.autograd.Function):
         x, b, y = ctx.saved_tensors
         p = ctx.p
         dx = dy
-        if p.act != 'linear' or p.gain != 1 or p.clamp >= 0:
+        if p.act != "linear" or p.gain != 1 or p.clamp >= 0:
             dx = _BiasActGrad.apply(dy, x, b, y, p, ctx.module)
         db = _sum_to_bias(dx, p.dim) if ctx.needs_input_grad[1] else None
         return (dx if ctx.needs_input_grad[0] else None), db, None, None
@@ -205,11 +205,11 @@ def bias_act(
     x,                  # Input: any shape, float16/bfloat16/float32/float64, any strides.
     b           = None, # Bias: [x.shape[dim]] of x's dtype and device, or None.
     dim         = 1,    # Axis of x that b runs along (0 <= dim < x.ndim).
-    act         = 'linear',  # Activation name, a key of `activation_funcs`.
+    act         = "linear",  # Activation name, a key of `activation_funcs`.
     alpha       = None, # Activation parameter (lrelu slope); None = the activation's default.
     gain        = None, # Output scale, applied after the activation; None = the activation's default.
     clamp       = None, # Clamp the output to [-clamp, clamp] after the gain; None = no clamping.
-    impl        = 'cuda',  # 'cuda' (own kernel, falls back to 'ref' when unusable) or 'ref'.
+    impl        = "cuda",  # 'cuda' (own kernel, falls back to 'ref' when unusable) or 'ref'.
 ):
     """y = clamp(act(x + b) * gain, -clamp, clamp), same shape and dtype as x.
 
@@ -218,21 +218,21 @@ def bias_act(
     where the output is clamped (|y| = clamp). x is never modified. Exact first
     and second derivatives with respect to x and b on both implementations.
     """
-    assert isinstance(x, torch.Tensor) and x.dtype.is_floating_point, 'x must be a floating-point tensor'
-    assert impl in ('ref', 'cuda'), f"impl must be 'ref' or 'cuda', got {impl!r}"
-    assert act in activation_funcs, f'unknown activation {act!r}; one of {sorted(activation_funcs)}'
-    assert clamp is None or clamp >= 0, 'clamp must be None or >= 0'
+    assert isinstance(x, torch.Tensor) and x.dtype.is_floating_point, "x must be a floating-point tensor"
+    assert impl in ("ref", "cuda"), f"impl must be 'ref' or 'cuda', got {impl!r}"
+    assert act in activation_funcs, f"unknown activation {act!r}; one of {sorted(activation_funcs)}"
+    assert clamp is None or clamp >= 0, "clamp must be None or >= 0"
     spec = activation_funcs[act]
     p = _Params(dim=dim, act=act,
                 alpha=float(alpha if alpha is not None else spec.def_alpha),
                 gain=float(gain if gain is not None else spec.def_gain),
                 clamp=float(clamp if clamp is not None else -1))
     if b is not None:
-        assert isinstance(b, torch.Tensor) and b.ndim == 1, 'b must be a 1-D tensor'
-        assert 0 <= dim < x.ndim, f'dim must be in [0, {x.ndim}), got {dim}'
-        assert b.shape[0] == x.shape[dim], f'b has {b.shape[0]} entries but x.shape[{dim}] = {x.shape[dim]}'
-        assert b.dtype == x.dtype and b.device == x.device, 'b must have the dtype and device of x'
-    module = _loader.module_for(x) if impl == 'cuda' else None
+        assert isinstance(b, torch.Tensor) and b.ndim == 1, "b must be a 1-D tensor"
+        assert 0 <= dim < x.ndim, f"dim must be in [0, {x.ndim}), got {dim}"
+        assert b.shape[0] == x.shape[dim], f"b has {b.shape[0]} entries but x.shape[{dim}] = {x.shape[dim]}"
+        assert b.dtype == x.dtype and b.device == x.device, "b must have the dtype and device of x"
+    module = _loader.module_for(x) if impl == "cuda" else None
     if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
         # Nothing to differentiate: the plain forward, the same ops without the Function around
         # them (which also keeps a torch.jit.trace, e.g. an ONNX export, to plain ops).

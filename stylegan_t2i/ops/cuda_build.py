@@ -18,12 +18,12 @@ import warnings
 
 import torch
 
-REF_ENV_VAR = 'STYLEGAN_T2I_OPS_REF'
+REF_ENV_VAR = "STYLEGAN_T2I_OPS_REF"
 
 
 def ref_forced() -> bool:
     """True when STYLEGAN_T2I_OPS_REF is set to a non-empty value other than '0'."""
-    return os.environ.get(REF_ENV_VAR, '0') not in ('', '0')
+    return os.environ.get(REF_ENV_VAR, "0") not in ("", "0")
 
 
 class CudaExtensionLoader:
@@ -48,12 +48,12 @@ class CudaExtensionLoader:
         """The extension module if `x` can run on it, else None (after at most one warning)."""
         if ref_forced():
             return None
-        if x.device.type != 'cuda':
+        if x.device.type != "cuda":
             return None
         if self._module is None and self._build_error is None:
             self._build()
         if self._module is None:
-            self._warn_once(f'building the CUDA extension failed ({self._build_error})')
+            self._warn_once(f"building the CUDA extension failed ({self._build_error})")
         return self._module
 
     def _build(self):
@@ -63,19 +63,19 @@ class CudaExtensionLoader:
             self._module = cpp_extension.load(
                 name=self.name,
                 sources=self.sources,
-                extra_cflags=['-O3'],
-                extra_cuda_cflags=['-O3'],
+                extra_cflags=["-O3"],
+                extra_cuda_cflags=["-O3"],
                 verbose=False)
         except (RuntimeError, OSError, ImportError, subprocess.CalledProcessError) as err:
             # cpp_extension reports compiler and linker errors as RuntimeError,
             # a missing CUDA toolkit as OSError, a bad .so as ImportError.
-            lines = str(err).strip().splitlines() or ['']
-            self._build_error = f'{type(err).__name__}: {lines[-1]}'
+            lines = str(err).strip().splitlines() or [""]
+            self._build_error = f"{type(err).__name__}: {lines[-1]}"
 
     def _warn_once(self, reason):
         if self._warned:
             return
         self._warned = True
-        warnings.warn(f'{self.name}: {reason}; falling back to the reference PyTorch path '
-                      f'(this warning is shown once; set {REF_ENV_VAR}=1 to choose the '
-                      f'reference path explicitly).', RuntimeWarning, stacklevel=4)
+        warnings.warn(f"{self.name}: {reason}; falling back to the reference PyTorch path "
+                      f"(this warning is shown once; set {REF_ENV_VAR}=1 to choose the "
+                      f"reference path explicitly).", RuntimeWarning, stacklevel=4)

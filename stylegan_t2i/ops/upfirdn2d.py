@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from . import cuda_build
 
-_loader = cuda_build.CudaExtensionLoader('stylegan_t2i_upfirdn2d', ['upfirdn2d.cpp', 'upfirdn2d.cu'])
+_loader = cuda_build.CudaExtensionLoader("stylegan_t2i_upfirdn2d", ["upfirdn2d.cpp", "upfirdn2d.cu"])
 
 # ----------------------------------------------------------------------------
 # Argument parsing.
@@ -39,9 +39,9 @@ def _parse_scaling(scaling):
     """int s -> (s, s); [sx, sy] -> (sx, sy). Factors are ints >= 1."""
     if isinstance(scaling, int):
         scaling = [scaling, scaling]
-    assert isinstance(scaling, (list, tuple)) and len(scaling) == 2, f'bad scaling {scaling!r}'
+    assert isinstance(scaling, (list, tuple)) and len(scaling) == 2, f"bad scaling {scaling!r}"
     sx, sy = (int(s) for s in scaling)
-    assert sx >= 1 and sy >= 1, f'scaling factors must be >= 1, got {scaling!r}'
+    assert sx >= 1 and sy >= 1, f"scaling factors must be >= 1, got {scaling!r}"
     return sx, sy
 
 
@@ -49,7 +49,7 @@ def _parse_padding(padding):
     """int p -> (p, p, p, p); [px, py] -> (px, px, py, py); [x0, x1, y0, y1] as is."""
     if isinstance(padding, int):
         padding = [padding, padding]
-    assert isinstance(padding, (list, tuple)) and len(padding) in (2, 4), f'bad padding {padding!r}'
+    assert isinstance(padding, (list, tuple)) and len(padding) in (2, 4), f"bad padding {padding!r}"
     if len(padding) == 2:
         padx, pady = padding
         padding = [padx, padx, pady, pady]
@@ -60,7 +60,7 @@ def _get_filter_size(f):
     """(f_w, f_h) of a filter: None -> (1, 1); 1-D [K] -> (K, K); 2-D [f_h, f_w]."""
     if f is None:
         return 1, 1
-    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), 'filter must be a 1-D or 2-D tensor'
+    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), "filter must be a 1-D or 2-D tensor"
     fw, fh = f.shape[-1], f.shape[0]
     assert fw >= 1 and fh >= 1
     return fw, fh
@@ -70,7 +70,7 @@ def _get_filter_size(f):
 
 def setup_filter(
     f,                              # Filter taps: number, 1-D [K] or 2-D [f_h, f_w] array-like; None = [1].
-    device      = torch.device('cpu'),  # Device of the returned tensor.
+    device      = torch.device("cpu"),  # Device of the returned tensor.
     normalize   = True,             # Divide by the sum of the taps (the filter then preserves a constant signal).
     flip_filter = False,            # Flip the taps (all axes).
     gain        = 1,                # Overall gain: the 2-D response is scaled by `gain`
@@ -87,14 +87,14 @@ def setup_filter(
     if f is None:
         f = 1
     f = torch.as_tensor(f, dtype=torch.float32)
-    assert f.ndim in (0, 1, 2) and f.numel() > 0, 'filter must be a scalar, 1-D or 2-D'
+    assert f.ndim in (0, 1, 2) and f.numel() > 0, "filter must be a scalar, 1-D or 2-D"
     if f.ndim == 0:
         f = f[None]
     if separable is None:
         separable = (f.ndim == 1 and f.numel() >= 8)
     if f.ndim == 1 and not separable:
         f = torch.outer(f, f)
-    assert f.ndim == (1 if separable else 2), 'a 2-D filter cannot be made separable'
+    assert f.ndim == (1 if separable else 2), "a 2-D filter cannot be made separable"
     if normalize:
         f = f / f.sum()
     if flip_filter:
@@ -149,7 +149,7 @@ def _pad_or_crop(x, pad):
     x0, x1, y0, y1 = pad
     h, w = x.shape[2], x.shape[3]
     out_h, out_w = h + y0 + y1, w + x0 + x1
-    assert out_h >= 0 and out_w >= 0, f'padding {pad} leaves a negative size of {h}x{w}'
+    assert out_h >= 0 and out_w >= 0, f"padding {pad} leaves a negative size of {h}x{w}"
     ya, yb, xa, xb = max(-y0, 0), min(h, h + y1), max(-x0, 0), min(w, w + x1)  # rows/cols of x kept
     if ya >= yb or xa >= xb:
         return x.new_zeros([x.shape[0], x.shape[1], out_h, out_w])
@@ -233,7 +233,7 @@ def upfirdn2d(
     padding     = 0,    # Padding after upsampling: int, [x, y] or [x0, x1, y0, y1]; negative crops.
     flip_filter = False,  # False = convolution (filter flipped), True = correlation.
     gain        = 1,    # Overall scaling of the output (applied to the filter).
-    impl        = 'cuda',  # 'cuda' (own kernel, falls back to 'ref' when unusable) or 'ref'.
+    impl        = "cuda",  # 'cuda' (own kernel, falls back to 'ref' when unusable) or 'ref'.
 ):
     """Upsample (zero insertion), pad, FIR-filter and downsample a batch of images.
 
@@ -242,20 +242,20 @@ def upfirdn2d(
     docstring for the exact definition). x is never modified. Exact first and
     second derivatives with respect to x on both implementations.
     """
-    assert isinstance(x, torch.Tensor) and x.ndim == 4, 'x must be [N, C, H, W]'
-    assert x.dtype.is_floating_point, 'x must be a floating-point tensor'
-    assert impl in ('ref', 'cuda'), f"impl must be 'ref' or 'cuda', got {impl!r}"
+    assert isinstance(x, torch.Tensor) and x.ndim == 4, "x must be [N, C, H, W]"
+    assert x.dtype.is_floating_point, "x must be a floating-point tensor"
+    assert impl in ("ref", "cuda"), f"impl must be 'ref' or 'cuda', got {impl!r}"
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), 'f must be a 1-D or 2-D tensor'
-    assert f.dtype == torch.float32 and not f.requires_grad, 'f must be a constant float32 tensor (setup_filter)'
-    assert f.device == x.device, f'filter on {f.device} but x on {x.device}'
+    assert isinstance(f, torch.Tensor) and f.ndim in (1, 2), "f must be a 1-D or 2-D tensor"
+    assert f.dtype == torch.float32 and not f.requires_grad, "f must be a constant float32 tensor (setup_filter)"
+    assert f.device == x.device, f"filter on {f.device} but x on {x.device}"
     p = _Params(up=_parse_scaling(up), down=_parse_scaling(down), pad=_parse_padding(padding),
                 flip_filter=bool(flip_filter), gain=float(gain))
     fw, fh = _get_filter_size(f)
     out_h, out_w = _output_size(x.shape[2:], fw, fh, p)
-    assert out_h >= 1 and out_w >= 1, f'upfirdn2d output would be {out_h}x{out_w}; reduce the cropping'
-    module = _loader.module_for(x) if impl == 'cuda' else None
+    assert out_h >= 1 and out_w >= 1, f"upfirdn2d output would be {out_h}x{out_w}; reduce the cropping"
+    module = _loader.module_for(x) if impl == "cuda" else None
     if not (torch.is_grad_enabled() and x.requires_grad):
         # Nothing to differentiate: the plain forward, the same ops without the Function around
         # them (which also keeps a torch.jit.trace, e.g. an ONNX export, to plain ops).
@@ -263,7 +263,7 @@ def upfirdn2d(
     return _Upfirdn2d.apply(x, f, p, module)
 
 
-def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl="cuda"):
     """Filter x: [N, C, H, W] with f, keeping the size (same-size "same" convolution).
 
     Equals upfirdn2d(x, f, padding=[x0 + f_w // 2, x1 + (f_w - 1) // 2,
@@ -276,7 +276,7 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
-def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl="cuda"):
     """Upsample x: [N, C, H, W] by `up` (zero insertion + FIR filter f).
 
     Equals upfirdn2d(x, f, up=up, padding=[x0 + (f_w + up_x - 1) // 2,
@@ -293,7 +293,7 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
     return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
-def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl="cuda"):
     """Downsample x: [N, C, H, W] by `down` (FIR filter f, then keep every down-th pixel).
 
     Equals upfirdn2d(x, f, down=down, padding=[x0 + (f_w - down_x + 1) // 2,

@@ -22,6 +22,9 @@ from ..config import config_from_dict, config_to_dict
 from ..distributed import Distributed
 from ..images import from_uint8, zoom_and_shift
 from ..run_log import RunLog
+from ..training.faults import NonFiniteCounter, apply_gradients
+from ..training.interrupt import GracefulInterrupt, TrainingInterrupted
+from ..training.stats import RunningMeans
 from .contrastive import ContrastiveModel, clip_loss
 from .encoder import TextEncoderConfig
 from .image_encoder import ImageEncoderConfig
@@ -48,6 +51,7 @@ class PretrainConfig:
     image_channels: tuple = (32, 64, 128)   # ImageEncoderConfig.channels.
     log_every:      int = 50                # Steps between logged scalars.
     zoom_jitter:    float = 0.1             # Image tower sees each image zoomed by 1 +- U(this) (0 = off).
+    max_nonfinite:  int = 10                # Consecutive non-finite steps before training stops.
 
 
 class TextEncoderBundle:
@@ -132,6 +136,11 @@ def pretrain_text_encoder(
     square 10 % smaller reads as a circle), and a generator can satisfy its alignment loss with
     a blob of the right area (docs/architecture.md, "Losses").
     Deterministic for a given seed on a given device.
+
+    Like the GAN and DDPM loops (docs/architecture.md, "Training loop"), a step whose loss or
+    gradient is non-finite on any rank is skipped and counted (Faults/nonfinite_steps), and
+    `max_nonfinite` in a row raise TrainingDiverged; SIGINT/SIGTERM stop it after the current
+    step with TrainingInterrupted (it has no checkpoint to resume from: nothing is saved).
     """
     device = torch.device(device)
     captions = [list(caps) for caps in dataset.captions]
@@ -150,27 +159,40 @@ def pretrain_text_encoder(
     batch = min(cfg.batch, img.shape[0])
     share = dist.share(batch)
     bar = tqdm(range(cfg.steps), desc="text encoder", disable=not (progress and dist.is_main), dynamic_ncols=True)
-    window: list[tuple[float, float]] = []
-    for step in bar:
-        idx = torch.randperm(img.shape[0], generator=gen)[:batch]
-        ids, mask = pairs.sample(idx, gen)
-        zoom = 1 + (torch.rand(batch, generator=gen) * 2 - 1) * cfg.zoom_jitter
-        idx, ids, mask, zoom = share.take(idx), share.take(ids), share.take(mask), share.take(zoom)
-        images = img[idx.to(device)]
-        if cfg.zoom_jitter:
-            images = zoom_and_shift(images, torch.zeros(len(images), 2, device=device), zoom.to(device))
-        loss, acc = _train_step(model, opt, images, ids, mask, dist, share)
-        sched.step()
-        window.append((loss, acc))
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            mean_loss, mean_acc = (sum(v) / len(window) for v in zip(*window))
-            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{mean_acc:.3f}")
-            if run_log is not None and dist.is_main:
-                run_log.scalars((step + 1) * batch, {
-                    "Loss/contrastive": mean_loss, "Accuracy/retrieval": mean_acc,
-                    "Progress/logit_scale": model.scale().item(), "Progress/lr": sched.get_last_lr()[0],
-                }, iteration=step + 1)
-            window.clear()
+    nonfinite = NonFiniteCounter(cfg.max_nonfinite, advice="No text encoder was saved: lower its --lr "
+                                 "(tools/train_text_encoder.py) and run again")
+    stats, logged = RunningMeans(), 0
+
+    def write_log(done: int) -> None:
+        values = stats.flush()
+        bar.set_postfix(loss=f"{values['Loss/contrastive']:.3f}", acc=f"{values['Accuracy/retrieval']:.3f}")
+        if run_log is not None and dist.is_main:
+            run_log.scalars(done * batch, {**values, "Progress/logit_scale": model.scale().item(),
+                                           "Progress/lr": sched.get_last_lr()[0]}, iteration=done)
+
+    with GracefulInterrupt() as interrupt:
+        for step in bar:
+            idx = torch.randperm(img.shape[0], generator=gen)[:batch]
+            ids, mask = pairs.sample(idx, gen)
+            zoom = 1 + (torch.rand(batch, generator=gen) * 2 - 1) * cfg.zoom_jitter
+            idx, ids, mask, zoom = share.take(idx), share.take(ids), share.take(mask), share.take(zoom)
+            images = img[idx.to(device)]
+            if cfg.zoom_jitter:
+                images = zoom_and_shift(images, torch.zeros(len(images), 2, device=device), zoom.to(device))
+            loss, acc, taken = _train_step(model, opt, images, ids, mask, dist, share, nonfinite, step * batch / 1000)
+            sched.step()
+            stats.add({"Loss/contrastive": loss, "Accuracy/retrieval": acc})
+            if not taken:
+                stats.add({"Faults/nonfinite_steps": 1.0})
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                write_log(step + 1)
+                logged = step + 1
+            if interrupt.requested_on_any(dist, device):
+                if logged < step + 1:
+                    write_log(step + 1)
+                bar.close()
+                raise TrainingInterrupted(f"text encoder pretraining interrupted by {interrupt.source} at step "
+                                          f"{step + 1} of {cfg.steps}; it cannot resume, so nothing was saved")
     return TextEncoderBundle(tokenizer, model, text_cfg, image_cfg)
 
 
@@ -194,10 +216,12 @@ class _CaptionTable:
         return ids[:, :length], mask[:, :length]
 
 
-def _train_step(model: ContrastiveModel, opt: torch.optim.Optimizer, img: torch.Tensor,
-                ids: torch.Tensor, mask: torch.Tensor, dist: Distributed, share: BatchShare) -> tuple[float, float]:
+def _train_step(model: ContrastiveModel, opt: torch.optim.Optimizer, img: torch.Tensor, ids: torch.Tensor,
+                mask: torch.Tensor, dist: Distributed, share: BatchShare, nonfinite: NonFiniteCounter,
+                kimg: float) -> tuple[float, float, bool]:
     """One AdamW step on the CLIP loss of the global batch, computed from this rank's share
-    -> (loss, in-batch retrieval accuracy in both directions).
+    -> (loss, in-batch retrieval accuracy in both directions, whether the step was taken: a
+    non-finite one is skipped and counted by `nonfinite`).
 
     Every rank computes the same global loss, with gradients flowing only through its own rows
     of the gathered embeddings; the *sum* of the ranks' gradients is then the one-process
@@ -210,15 +234,12 @@ def _train_step(model: ContrastiveModel, opt: torch.optim.Optimizer, img: torch.
     scale = model.scale()
     scale = scale.detach() + (scale - scale.detach()) / dist.world_size     # Same value, gradient / W.
     loss = clip_loss(img_emb, txt_emb, scale)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if dist.reduce_gradients_(model.parameters(), loss, average=False):
-        opt.step()
+    taken, _ = apply_gradients(opt, loss, dist, nonfinite, kimg, average=False)
     with torch.no_grad():
         sim = img_emb @ txt_emb.t()
         target = torch.arange(sim.shape[0], device=sim.device)
         acc = 0.5 * ((sim.argmax(1) == target).float().mean() + (sim.argmax(0) == target).float().mean())
-    return loss.item(), acc.item()
+    return loss.item(), acc.item(), taken
 
 
 def _with_own_rows(gathered: torch.Tensor, own: torch.Tensor, share: BatchShare) -> torch.Tensor:

@@ -1,13 +1,13 @@
 """Progressive WGAN-GP training of the text-conditioned StyleGAN (docs/architecture.md, "Losses").
 
-`GanTrainer.fit()` reads as the algorithm: each step draws reals and captions for the
-current phase, runs `n_critic` critic steps and one generator step, updates the EMA
-generator, then logs and snapshots on their cadences.
+`GanTrainer.train_iteration()` reads as the algorithm: each iteration draws reals and captions
+for the current phase and runs `n_critic` critic steps and one generator step; the shared
+`TrainLoop.fit` (training/loop.py; docs/architecture.md, "Training loop") then updates the EMA
+generator, logs and snapshots on their cadences.
 """
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,21 +17,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stylegan_t2i.batch_share import BatchShare
-from stylegan_t2i.checkpoint import save_checkpoint
-from stylegan_t2i.images import from_uint8, make_grid, save_png, to_uint8, zoom_and_shift
+from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.images import from_uint8, zoom_and_shift
 from stylegan_t2i.inference import GanSampler
 from stylegan_t2i.models.layers import fade_upsample
-from stylegan_t2i.run_log import RunLog
-from stylegan_t2i.text.pretrain import text_encoder_payload
-from stylegan_t2i.training import run_files
-from stylegan_t2i.training.ema import ema_beta, update_ema
-from stylegan_t2i.training.faults import NonFiniteCounter
-from stylegan_t2i.training.interrupt import GracefulInterrupt
-from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.training.loop import LoopConfig, TrainLoop
 from stylegan_t2i.training.losses import alignment_loss, critic_loss, generator_loss, gradient_penalty
 from stylegan_t2i.training.negatives import CaptionPool
 from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, remaining_seconds
-from stylegan_t2i.training.stats import RunningMeans
 
 # G's alignment loss weight. Its gradient on an image, like the critic's under the gradient
 # penalty, is of order one per image; see docs/architecture.md ("Losses") for how it was chosen.
@@ -48,7 +41,8 @@ class StepText:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(LoopConfig):
+    """The GAN's training config: `LoopConfig`'s shared fields, then these."""
     n_critic: int = 1              # Critic steps per generator step.
     gp_weight: float = 10.0        # WGAN-GP lambda (Gulrajani et al. 2017).
     gp_interval: int = 4           # Penalty on every this many critic steps, weighted by it (lazy).
@@ -59,47 +53,31 @@ class TrainConfig:
     negative_candidates: int = 64  # They are drawn from this many nearest captions ...
     negative_max_similarity: float = 0.95  # ... below this contrastive cosine (paraphrases excluded).
     betas: tuple = (0.0, 0.99)     # Adam betas.
-    ema_kimg: float = 10.0         # EMA half-life of G in kimg.
-    ema_rampup: float = 0.05       # Half-life is at most this fraction of images shown so far.
-    seed: int = 0                  # Seed of weights, noise and data order.
-    snapshot_kimg: float = 20.0    # Checkpoint + sample grid every this many kimg.
-    keep_snapshots: int = 3        # Snapshots kept besides network-final.pt.
-    log_kimg: float = 1.0          # Scalars to TensorBoard / log.jsonl every this many kimg.
-    max_nonfinite: int = 10        # Consecutive non-finite steps before training stops.
-    amp: bool = True               # bfloat16 autocast on CUDA (ignored on CPU).
 
 
-class GanTrainer:
-    """Owns G, D, G_ema, their optimizers, the data stream and the run directory."""
+class GanTrainer(TrainLoop):
+    """Owns G, D, G_ema, their optimizers and the schedule; the data stream, run directory and
+    loop are `TrainLoop`'s."""
+
+    KIND = "gan"
+    # tqdm's own ETA would extrapolate the current stage's speed; the schedule's is in the postfix.
+    BAR_FORMAT = TrainLoop.BAR_FORMAT.replace("<{remaining}", "")
 
     def __init__(self, G, D, text_bundle, dataset, sampler, schedule: ProgressiveSchedule,
                  cfg: TrainConfig, run_dir: Path | None, device: torch.device,
                  sample_prompts: Sequence[str], configs: dict, progress: bool = True,
                  dist: Distributed = Distributed()):
-        self.dist = dist
+        super().__init__(text_bundle, dataset, sampler, cfg, run_dir, device, sample_prompts, configs,
+                         progress, dist)
         self.G, self.D = G.to(device), D.to(device)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-        self.text = text_bundle
-        self.dataset, self.sampler = dataset, sampler
-        self._sampler_iter = iter(sampler)
-        self.schedule, self.cfg = schedule, cfg
-        # Rank 0 alone writes checkpoints, grids and logs.
-        self.run_dir = Path(run_dir) if run_dir is not None and dist.is_main else None
-        self.device = device
-        self.configs = configs
-        self.progress = progress and dist.is_main
-        self.sample_prompts = list(sample_prompts)
-        self.sample_seeds = list(range(8))
+        self.schedule = schedule
         lr = schedule.at(0).lr
         self.opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=cfg.betas)
         self.opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=cfg.betas)
-        self.nimg, self.step = 0, 0
-        self.nonfinite = NonFiniteCounter(cfg.max_nonfinite)
-        self.log = RunLog(self.run_dir)
-        self.stats = RunningMeans()
         self._negatives: CaptionPool | None = None
+        self._phase = schedule.at(0)        # The phase of the latest iteration (for the log).
         self.speed: dict[int, float] = {}   # Latest measured img/s per resolution (for the ETA).
-        self.total_nimg = 0                 # Where `fit` ends.
 
     @property
     def negatives(self) -> CaptionPool:
@@ -112,37 +90,18 @@ class GanTrainer:
 
     # ------------------------------------------------------------------ state
 
-    def state_payload(self) -> dict:
-        """A `gan` checkpoint (plain data, `weights_only=True` loadable):
+    def checkpointed(self) -> dict:
+        """A `gan` checkpoint (`TrainLoop.state_payload`) holds config {"generator", "critic",
+        "train", "schedule", "data"}, these state dicts, and progress {"nimg", "stage", "alpha",
+        "step"}."""
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt_G, "opt_D": self.opt_D}
 
-        config: {"generator", "critic", "train", "schedule", "data"}; G, D, G_ema, opt_G, opt_D:
-        state dicts; progress: {"nimg", "stage", "alpha", "step"}; rng: see `run_files.rng_state`;
-        text_encoder: the frozen encoder with its tokenizer; sample: the grids' prompts and seeds.
-        """
+    def progress_extra(self) -> dict:
         phase = self.schedule.at(self.nimg)
-        return {
-            "config": self.configs,
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-            "progress": {"nimg": self.nimg, "stage": phase.stage, "alpha": phase.alpha,
-                         "step": self.step},
-            "rng": run_files.rng_state(self.device, self.dataset, self.sampler),
-            "text_encoder": text_encoder_payload(self.text),
-            "sample": {"prompts": self.sample_prompts, "seeds": self.sample_seeds},
-        }
+        return {"stage": phase.stage, "alpha": phase.alpha}
 
-    def load_payload(self, data: dict) -> None:
-        """Restore everything `state_payload` saved; strict, so a config mismatch fails loudly."""
-        self.G.load_state_dict(data["G"])
-        self.D.load_state_dict(data["D"])
-        self.G_ema.load_state_dict(data["G_ema"])
-        self.opt_G.load_state_dict(data["opt_G"])
-        self.opt_D.load_state_dict(data["opt_D"])
-        self.nimg, self.step = int(data["progress"]["nimg"]), int(data["progress"]["step"])
-        run_files.restore_rng_state(data["rng"], self.device, self.dataset, self.sampler)
-        self._sampler_iter = iter(self.sampler)
-        self.sample_prompts = list(data["sample"]["prompts"])
-        self.sample_seeds = list(data["sample"]["seeds"])
+    def ema_networks(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return self.G_ema, self.G
 
     # ------------------------------------------------------------------ data
 
@@ -168,10 +127,6 @@ class GanTrainer:
         return img, [c for _, c in items]
 
     # ------------------------------------------------------------------ steps
-
-    def _autocast(self):
-        enabled = self.cfg.amp and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def step_text(self, captions: Sequence[str], share: BatchShare) -> StepText:
         """Embeddings of this rank's captions and hard negatives drawn for the whole global batch.
@@ -244,118 +199,38 @@ class GanTrainer:
         self.D.requires_grad_(True)
         self.stats.add({"Loss/G": loss, "Loss/G/adversarial": adversarial})
 
-    def _apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """Backward, average the gradients over ranks, step; unless a loss or a gradient is
-        non-finite on any rank: then every rank skips the step and counts it."""
-        opt.zero_grad(set_to_none=True)
-        # A non-finite loss still runs backward, so every rank joins the gradient all-reduce.
-        loss.backward()
-        finite = self.dist.reduce_gradients_([p for group in opt.param_groups for p in group["params"]], loss)
-        if not self.nonfinite.record(finite, self.nimg / 1000):
-            opt.zero_grad(set_to_none=True)
-            self.stats.add({"Faults/nonfinite_steps": 1.0})
-            return
-        opt.step()
-
-    def update_ema(self, images: int) -> None:
-        """One EMA step after G's step; `images` = real images shown since the last one
-        (n_critic batches), so the half-life stays in images whatever n_critic is."""
-        update_ema(self.G_ema, self.G, ema_beta(images, self.nimg, self.cfg.ema_kimg, self.cfg.ema_rampup))
-
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_G, self.opt_D):
             for group in opt.param_groups:
                 group["lr"] = lr
 
+    def train_iteration(self) -> int:
+        """`n_critic` critic steps on fresh reals, then one generator step: the images shown
+        (n_critic batches; the EMA step that follows counts them all)."""
+        phase = self._phase = self.schedule.at(self.nimg)
+        self.set_lr(phase.lr)
+        share = self.dist.share(phase.batch)
+        for i in range(self.cfg.n_critic):
+            reals, captions = self.next_reals(phase, share)
+            step_text = self.step_text(captions, share)
+            self.critic_step(phase, share, reals, step_text, self.regularize_now(i))
+            self.nimg += phase.batch
+        self.generator_step(phase, share, step_text)
+        return phase.batch * self.cfg.n_critic
+
     # ------------------------------------------------------------------ outputs
 
-    @torch.no_grad()
-    def sample_grid(self, phase: Phase):
-        """Fixed prompts (rows) x fixed seeds (columns) from G_ema through the GAN sampler that
-        generate.py uses, as [H, W, 3] uint8."""
-        sampler = GanSampler(self.G_ema, self.text, phase.stage, phase.alpha, self.device)
-        captions = [p for p in self.sample_prompts for _ in self.sample_seeds]
-        img = sampler.sample(captions, self.sample_seeds * len(self.sample_prompts))  # same z in every row
-        return make_grid(to_uint8(img), len(self.sample_prompts), len(self.sample_seeds))
-
-    def snapshot(self, final: bool = False) -> Path | None:
-        if self.run_dir is None:
-            return None
-        if not (run_files.all_finite(self.G) and run_files.all_finite(self.G_ema) and run_files.all_finite(self.D)):
-            tqdm.write("warning: weights are not finite; checkpoint NOT written (previous one kept)")
-            return None
+    def grid_sampler(self) -> tuple[GanSampler, dict]:
+        """G_ema at the current phase through the GAN sampler that generate.py uses."""
         phase = self.schedule.at(self.nimg)
-        grid = self.sample_grid(phase)
-        kimg = self.nimg // 1000
-        save_png(self.run_dir / "samples" / f"fakes{kimg:06d}.png", grid)
-        self.log.image("Samples/fixed_prompts", grid, self.nimg)
-        name = run_files.FINAL_NAME if final else run_files.snapshot_name(self.nimg)
-        path = save_checkpoint(self.run_dir / name, "gan", self.state_payload())
-        run_files.prune_snapshots(self.run_dir, self.cfg.keep_snapshots)
-        return path
+        return GanSampler(self.G_ema, self.text, phase.stage, phase.alpha, self.device), {}
 
-    # ------------------------------------------------------------------ loop
-
-    def fit(self, total_kimg: float) -> Path | None:
-        """Train until `total_kimg`; returns the final checkpoint path (None without a run dir)."""
-        total_nimg = self.total_nimg = int(total_kimg * 1000)
-        log_every = max(int(self.cfg.log_kimg * 1000), 1)
-        snap_every = max(int(self.cfg.snapshot_kimg * 1000), 1)
-        bar = tqdm(total=total_kimg, initial=self.nimg / 1000, unit="kimg", disable=not self.progress,
-                   # tqdm's own ETA would extrapolate the current stage's speed; the schedule's is in the postfix.
-                   bar_format="{l_bar}{bar}| {n:.1f}/{total:g} kimg [{elapsed}{postfix}]")
-        tick_time, tick_nimg = time.perf_counter(), self.nimg
-        with GracefulInterrupt() as interrupt:
-            while self.nimg < total_nimg:
-                phase = self.schedule.at(self.nimg)
-                self.set_lr(phase.lr)
-                share = self.dist.share(phase.batch)
-                for i in range(self.cfg.n_critic):
-                    reals, captions = self.next_reals(phase, share)
-                    step_text = self.step_text(captions, share)
-                    self.critic_step(phase, share, reals, step_text, self.regularize_now(i))
-                    self.nimg += phase.batch
-                self.generator_step(phase, share, step_text)
-                self.update_ema(phase.batch * self.cfg.n_critic)
-                self.step += 1
-                bar.update(phase.batch * self.cfg.n_critic / 1000)
-                if self.nimg // log_every != (self.nimg - phase.batch * self.cfg.n_critic) // log_every:
-                    tick_time, tick_nimg = self.write_log(phase, bar, tick_time, tick_nimg)
-                crossed_snapshot = (self.nimg // snap_every
-                                    != (self.nimg - phase.batch * self.cfg.n_critic) // snap_every)
-                if crossed_snapshot and self.nimg < total_nimg:
-                    self.snapshot()
-                    tick_time = time.perf_counter()  # snapshot time is not training speed
-                if self.dist.any(interrupt.requested, self.device):
-                    self.write_log(phase, bar, tick_time, tick_nimg)
-                    path = self.snapshot()
-                    bar.close()
-                    if self.dist.is_main:
-                        tqdm.write(f"interrupted by {interrupt.signal_name or 'a signal to another rank'} at kimg "
-                                   f"{self.nimg / 1000:.1f}; checkpoint {path}; continue with the same command "
-                                   f"plus --resume auto")
-                    self.log.close()
-                    return None
-        bar.close()
-        if self.nimg > tick_nimg:  # images shown since the last log tick
-            self.write_log(self.schedule.at(self.nimg), bar, tick_time, tick_nimg)
-        path = self.snapshot(final=True)
-        self.log.close()
-        return path
-
-    def write_log(self, phase: Phase, bar, tick_time: float, tick_nimg: int):
-        now = time.perf_counter()
-        img_per_s = (self.nimg - tick_nimg) / max(now - tick_time, 1e-9)
-        values = self.stats.flush()
+    def log_tick(self, values: dict, img_per_s: float) -> str:
+        phase = self._phase
         values.update({"Progress/resolution": phase.res, "Progress/alpha": phase.alpha,
-                       "Progress/kimg": self.nimg / 1000, "Progress/stage": phase.stage,
-                       "Speed/img_per_s": img_per_s, "Speed/sec_per_kimg": 1000 / max(img_per_s, 1e-9),
+                       "Progress/stage": phase.stage,
                        "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"]})
-        self.log.scalars(self.nimg, values, kimg=self.nimg / 1000)
-        if self.nimg > tick_nimg:
-            self.speed[phase.res] = img_per_s
-        eta = tqdm.format_interval(remaining_seconds(self.schedule, self.nimg, self.total_nimg, self.speed)
-                                   if self.speed else 0)
-        bar.set_postfix_str(f"res={phase.res} alpha={phase.alpha:.2f} D={values.get('Loss/D', 0):.3f} "
-                            f"G={values.get('Loss/G', 0):.3f} {img_per_s:.0f}img/s, eta {eta}", refresh=False)
-        return now, self.nimg
+        self.speed[phase.res] = img_per_s
+        eta = tqdm.format_interval(remaining_seconds(self.schedule, self.nimg, self.total_nimg, self.speed))
+        return (f"res={phase.res} alpha={phase.alpha:.2f} D={values.get('Loss/D', 0):.3f} "
+                f"G={values.get('Loss/G', 0):.3f} {img_per_s:.0f}img/s, eta {eta}")

@@ -19,6 +19,16 @@ class GracefulInterrupt:
         self.signal_name = ""
         self._previous = {}
 
+    @property
+    def source(self) -> str:
+        """What asked to stop, for messages: the signal's name, or another rank."""
+        return self.signal_name or "a signal to another rank"
+
+    def requested_on_any(self, dist, device) -> bool:
+        """Whether any rank got a signal: the same answer on every rank (`dist.any`, a
+        collective), so all ranks stop after the same step."""
+        return dist.any(self.requested, device)
+
     def _handle(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -35,3 +45,8 @@ class GracefulInterrupt:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+class TrainingInterrupted(RuntimeError):
+    """A run without checkpoints (the text encoder's pretraining) stopped at a signal; nothing
+    it trained was saved."""

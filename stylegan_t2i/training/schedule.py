@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 CPU_DEMO_TOTAL_KIMG = 220.0   # See cpu_demo_schedule: what one hour of these 2 cores trains.
 
 

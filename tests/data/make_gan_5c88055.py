@@ -1,20 +1,23 @@
 """Writes tests/data/gan-5c88055.pt with the first version's own code (not this checkout's):
 
-    git worktree add /tmp/old5c 5c88055 && cd /tmp/old5c && python /path/to/make_gan_5c88055.py OUT
+    git worktree add /tmp/old5c 5c88055 && cd /tmp/old5c && PYTHONPATH=. python /path/to/make_gan_5c88055.py OUT
 
-OUT/gan-5c88055.pt is then the fixture of tests/test_checkpoint_compat.py.
+PYTHONPATH=. puts the old checkout's own modules (its top-level train_progan.py, datasets/ and
+stylegan_t2i/) ahead of an installed copy. OUT/gan-5c88055.pt is then the fixture of
+tests/test_checkpoint_compat.py.
 """
+import importlib
 import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, ".")   # the old checkout's own modules, not an installed copy
-import train_progan  # noqa: E402
-from datasets.demo_scenes import generate_demo_dataset  # noqa: E402
-from stylegan_t2i.data import ImageLabelDataset  # noqa: E402
-from stylegan_t2i.text.pretrain import PretrainConfig, pretrain_text_encoder, save_text_encoder  # noqa: E402
-from stylegan_t2i.models.critic import CriticConfig  # noqa: E402
-from stylegan_t2i.models.generator import GeneratorConfig  # noqa: E402
+from datasets.demo_scenes import generate_demo_dataset
+from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.models.critic import CriticConfig
+from stylegan_t2i.models.generator import GeneratorConfig
+from stylegan_t2i.text.pretrain import PretrainConfig, pretrain_text_encoder, save_text_encoder
+
+train_progan = importlib.import_module("train_progan")     # The old checkout's script (this tree has none of it).
 
 # Tiny networks keep the file small; everything else is the first version's own training path.
 train_progan.cpu_demo_configs = lambda text_dim, max_res: (

@@ -1,6 +1,6 @@
 """An attribute classifier for the demo scenes: the judge of `benchmarks/quality_demo.py`.
 
-A small CNN with one softmax head per attribute of `datasets.demo_scenes.ATTRIBUTES`, trained
+A small CNN with one softmax head per attribute of `stylegan_t2i.data.demo_scenes.ATTRIBUTES`, trained
 on REAL demo images only (the training split of `ensure_demo_dataset()`, labels from its
 attributes.jsonl), so it never sees a held-out (shape, colour) pair. Generalising to those
 pairs takes two measures against the shape<->colour shortcut (see `AttributeClassifier` and
@@ -23,11 +23,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datasets import demo_scenes
-from datasets.demo_scenes import (ATTRIBUTES, BACKGROUND_RGB, COLOUR_RGB, JITTER, all_combinations, ensure_demo_dataset,
-                                  render_scene)
 from stylegan_t2i.checkpoint import atomic_torch_save
 from stylegan_t2i.config import config_from_dict, config_to_dict
+from stylegan_t2i.data.demo_scenes import (
+    ATTRIBUTES,
+    BACKGROUND_RGB,
+    COLOUR_RGB,
+    JITTER,
+    all_combinations,
+    default_demo_root,
+    ensure_demo_dataset,
+    render_scene,
+)
 
 CACHE_FORMAT = "stylegan_t2i_attribute_classifier"
 CACHE_VERSION = 1
@@ -88,7 +95,7 @@ def render_real(combos: list[dict], render_res: int, resolution: int) -> torch.T
 
 
 def load_demo_training_set(
-    root:       str | Path | None,  # Demo dataset root (None: datasets/demo); generated if missing.
+    root:       str | Path | None,  # Demo dataset root (None: default_demo_root()); generated if missing.
     resolution: int,                # Side the images are area-resized to.
     num_images: int = 0,            # First N images only (0 = all).
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,17 +338,17 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
 
 
 def demo_root(root: str | Path | None) -> Path:
-    """`root`, or the default demo dataset folder (datasets/demo) for None."""
-    return Path(root) if root is not None else Path(demo_scenes.__file__).resolve().parent / "demo"
+    """`root`, or the default demo dataset folder (`default_demo_root()`: datasets/demo in a clone) for None."""
+    return Path(root) if root is not None else default_demo_root()
 
 
 def cache_path(root: str | Path | None, resolution: int) -> Path:
-    """Where the classifier of the demo dataset at `root` (None: datasets/demo) is cached."""
+    """Where the classifier of the demo dataset at `root` (None: default_demo_root()) is cached."""
     return demo_root(root) / f"attribute_classifier-{resolution}.pt"
 
 
 def ensure_classifier(
-    root:   str | Path | None,          # Demo dataset root (None: datasets/demo).
+    root:   str | Path | None,          # Demo dataset root (None: default_demo_root()).
     cfg:    ClassifierConfig,           # Used only when training.
     path:   str | Path | None = None,   # Cache file (None: cache_path(root, cfg.resolution)).
     device: torch.device | str = "cpu",

@@ -1,10 +1,11 @@
-"""NVlabs StyleGAN2-ADA's own networks as a speed baseline for `bench_generator.py --nvlabs PATH`.
+"""NVlabs StyleGAN2-ADA's own networks as a speed baseline for `benchmarks/bench_generator.py --nvlabs PATH`.
 
 PATH is a checkout of NVlabs/stylegan2-ada-pytorch (measured: commit
 d72cc7d041b42ec8e806021a205ed9349f87c6a4, 2023-09-22). Its code is under the NVIDIA Source Code
 License (non-commercial use only), so nothing of it is copied into this repository: its
 `training/networks.py` is imported at run time from PATH, with the `dnnlib` and `torch_utils` of
-the same checkout (and `dnnlib` imports `requests`). Its custom ops run their reference paths on
+the same checkout (and `dnnlib` imports `requests`): a finder on `sys.meta_path` resolves those
+three top-level names, and only those, in PATH, so nothing else of PATH becomes importable. Its custom ops run their reference paths on
 the CPU, and on CUDA wherever their plugins do not build.
 
 `build_networks` makes their Generator and Discriminator at the size of one of our presets;
@@ -14,6 +15,8 @@ methods do (see its docstring).
 from __future__ import annotations
 
 import copy
+import importlib.abc
+import importlib.machinery
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,24 +29,40 @@ from stylegan_t2i.training.ema import update_ema
 from stylegan_t2i.training.gan_trainer import TrainConfig
 from stylegan_t2i.training.losses import critic_loss, generator_loss, gradient_penalty
 
+CHECKOUT_PACKAGES = ("training", "dnnlib", "torch_utils")    # Their top-level packages, which import each other.
+
+
+class CheckoutFinder(importlib.abc.MetaPathFinder):
+    """Finds the top-level packages `names` in the folder `root` (their submodules then come from
+    the packages' own __path__); every other name is left to the finders after it."""
+
+    def __init__(self, root: Path, names: tuple[str, ...] = CHECKOUT_PACKAGES):
+        self.root, self.names = root, names
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.names:
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, [str(self.root)])
+
 
 def import_networks(path: str) -> ModuleType:
     """NVlabs' `training.networks` from the checkout at `path`; a one-line SystemExit if it cannot
     be imported (nothing in their tree is patched)."""
     root = Path(path).resolve()
-    if not (root / 'training' / 'networks.py').is_file():
-        raise SystemExit(f'bench_generator.py: --nvlabs {path}: no training/networks.py there; pass a checkout '
-                         f'of NVlabs/stylegan2-ada-pytorch')
-    sys.path.insert(0, str(root))   # Their modules import each other as top-level `dnnlib`, `torch_utils`.
+    if not (root / "training" / "networks.py").is_file():
+        raise SystemExit(f"bench_generator.py: --nvlabs {path}: no training/networks.py there; pass a checkout "
+                         f"of NVlabs/stylegan2-ada-pytorch")
+    if not any(isinstance(f, CheckoutFinder) and f.root == root for f in sys.meta_path):
+        sys.meta_path.insert(0, CheckoutFinder(root))
     try:
         from training import networks
     except Exception as e:          # Any failure of their tree to import (a missing package, a torch API change).
-        first_line = (str(e).splitlines() or [''])[0]
-        raise SystemExit(f'bench_generator.py: --nvlabs {path}: importing training.networks failed: '
-                         f'{type(e).__name__}: {first_line}') from None
+        first_line = (str(e).splitlines() or [""])[0]
+        raise SystemExit(f"bench_generator.py: --nvlabs {path}: importing training.networks failed: "
+                         f"{type(e).__name__}: {first_line}") from None
     if Path(networks.__file__).resolve().parent.parent != root:
-        raise SystemExit(f'bench_generator.py: --nvlabs {path}: `training` was imported from '
-                         f'{Path(networks.__file__).parent}, not from the checkout')
+        raise SystemExit(f"bench_generator.py: --nvlabs {path}: `training` was imported from "
+                         f"{Path(networks.__file__).parent}, not from the checkout")
     return networks
 
 
@@ -61,9 +80,9 @@ def build_networks(
     common = dict(channel_base=g_cfg.channel_base, channel_max=g_cfg.channel_max, conv_clamp=g_cfg.conv_clamp)
     G = networks.Generator(z_dim=g_cfg.z_dim, c_dim=g_cfg.text_dim, w_dim=g_cfg.w_dim, img_resolution=g_cfg.max_res,
                            img_channels=3, mapping_kwargs=dict(num_layers=g_cfg.mapping_layers),
-                           synthesis_kwargs=dict(architecture='skip', num_fp16_res=0, **common))
+                           synthesis_kwargs=dict(architecture="skip", num_fp16_res=0, **common))
     D = networks.Discriminator(c_dim=d_cfg.text_dim, img_resolution=d_cfg.max_res, img_channels=3,
-                               architecture='resnet', num_fp16_res=0, channel_base=d_cfg.channel_base,
+                               architecture="resnet", num_fp16_res=0, channel_base=d_cfg.channel_base,
                                channel_max=d_cfg.channel_max, conv_clamp=d_cfg.conv_clamp)
     return G, D
 
@@ -104,7 +123,7 @@ class WganGpStep:
         gp, _ = gradient_penalty(self._score, reals, fakes, c, torch.rand(len(reals), device=self.device),
                                  weight=self.cfg.gp_weight)
         self.opt_D.zero_grad(set_to_none=True)
-        (losses['loss'] + gp).backward()
+        (losses["loss"] + gp).backward()
         self.opt_D.step()
 
     def generator_phase(
