@@ -8,13 +8,14 @@ and one sent as a lone surrogate ("\\udcff", valid JSON that decodes to a str th
 UTF-8). Only the invalid ones may fail, each with its one-line message; the table says how
 many requests of each kind succeeded or failed, the messages, and latency p50/p99 (POST to the
 final event; the server runs one request at a time, so a request's latency includes its wait
-in the queue). RSS is the server process's VmRSS after the first request, after --warmup
-requests of the same mix (Gradio keeps per-session state and event statistics in bounded caches,
-stylegan_t2i/web_demo.py STATE_SESSIONS and ANALYTICS_EVENTS, which fill up first), halfway
-through and after the measured requests, and the peak of samples taken every 0.5 s. Every request goes to 127.0.0.1 only; the
+in the queue). RSS is the server process's VmRSS after the first request and every 200 requests
+of a --warmup of the same mix (Gradio keeps per-session state, message queues and event
+statistics in caches that web_demo.py bounds, STATE_SESSIONS, SESSION_QUEUES and
+ANALYTICS_EVENTS; they fill up first), then at the start, halfway and end of the measured
+requests, with the peak of samples taken every 0.5 s. Every request goes to 127.0.0.1 only; the
 run is bounded by --requests and each request's --timeout.
 
-    python benchmarks/bench_web_demo.py [--requests 200] [--clients 8] [--warmup 200] [--timeout 120] [--device cpu]
+    python benchmarks/bench_web_demo.py [--requests 200] [--clients 8] [--warmup 1200] [--timeout 120] [--device cpu]
 
 (after `pip install -e ".[demo]"`)
 """
@@ -40,6 +41,7 @@ from stylegan_t2i.web_demo import MAX_PROMPT_CHARS, spawn_server, stop_server
 CAPTIONS = ["a small red circle on the left on a black background", "a large blue square in the center",
             "a large green triangle on the right on a white background", "a small yellow square at the top"]
 KINDS = ["valid"] * 6 + ["empty", "10 kB", "non-UTF-8 bytes", "lone surrogate"]
+WARMUP_CHUNK = 200      # warm-up requests between two RSS readings
 EXPECTED = {"empty": "prompt is empty", "10 kB": f"limit is {MAX_PROMPT_CHARS}",
             "non-UTF-8 bytes": "not valid UTF-8", "lone surrogate": "not valid UTF-8"}
 
@@ -103,7 +105,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=200, help="requests before the measured ones (the same mix)")
+    p.add_argument("--warmup", type=int, default=1200, help="requests before the measured ones (the same mix)")
     p.add_argument("--timeout", type=float, default=120, help="seconds per request")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -111,12 +113,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GRADIO_TEMP_DIR": tmp}
         server, base = spawn_server(["--device", args.device], env=env, timeout=600)
+        clients = [httpx.Client() for _ in range(args.clients)]
+
+        def run(indices: range) -> list[Outcome]:
+            with ThreadPoolExecutor(args.clients) as pool:
+                return list(pool.map(lambda i: call(clients[i % args.clients], base, i, args.timeout), indices))
         try:
-            with httpx.Client() as client:      # warm-up: Gradio's bounded per-session caches fill up
-                first = call(client, base, 0, args.timeout)
-                rss_first = rss_mib(server.pid)
-                warm = [first] + [call(client, base, i, args.timeout) for i in range(1, args.warmup)]
-                assert all(o.ok == (o.kind == "valid") for o in warm), [o for o in warm if o.ok != (o.kind == "valid")]
+            first = call(clients[0], base, 0, args.timeout)
+            curve = [(1, rss_mib(server.pid))]
+            for k in range(1, args.warmup, WARMUP_CHUNK):      # warm-up: Gradio's bounded caches fill up
+                warm = run(range(k, min(k + WARMUP_CHUNK, args.warmup)))
+                wrong = [o for o in [first, *warm] if o.ok != (o.kind == "valid")]
+                assert not wrong, wrong
+                curve.append((min(k + WARMUP_CHUNK, args.warmup), rss_mib(server.pid)))
             rss_start, samples, done = rss_mib(server.pid), [], threading.Event()
 
             def sample():
@@ -124,19 +133,16 @@ def main() -> None:
                     samples.append(rss_mib(server.pid))
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            clients = [httpx.Client() for _ in range(args.clients)]
             start = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                outcomes = list(pool.map(lambda i: call(clients[i % args.clients], base, i, args.timeout),
-                                         range(args.requests)))
+            outcomes = run(range(args.warmup, args.warmup + args.requests))
             wall = time.perf_counter() - start
             done.set()
             sampler.join()
-            for c in clients:
-                c.close()
             rss_end = rss_mib(server.pid)
         finally:
             stop_server(server)
+            for c in clients:
+                c.close()
 
     threads = os.environ.get("OMP_NUM_THREADS", "torch's default")
     print(f"{datetime.date.today()}, {machine_description(torch.device(args.device)).split(';')[0]}; server on "
@@ -159,8 +165,8 @@ def main() -> None:
     print(f"| all | {len(outcomes)} | {len(outcomes) - failed} | {failed} | {percentile_ms(seconds, 0.5):.0f} "
           f"| {percentile_ms(seconds, 0.99):.0f} | unexpected outcomes: {unexpected} |")
     half = samples[len(samples) // 2] if samples else rss_end
-    print(f"\nServer RSS: {rss_first:.1f} MiB after the first request, {rss_start:.1f} MiB after the warm-up "
-          f"({args.warmup} requests); over the {len(outcomes)} measured: {half:.1f} MiB halfway, "
+    print(f"\nServer RSS during the warm-up (requests: MiB): {', '.join(f'{n}: {r:.1f}' for n, r in curve)}")
+    print(f"Server RSS over the {len(outcomes)} measured requests: {rss_start:.1f} MiB at the start, {half:.1f} MiB halfway, "
           f"{rss_end:.1f} MiB at the end ({rss_end - rss_start:+.1f} MiB), peak {max(samples + [rss_end]):.1f} MiB; "
           f"throughput {len(outcomes) / wall:.1f} requests/s (median of valid: "
           f"{statistics.median(o.seconds for o in outcomes if o.kind == 'valid') * 1000:.0f} ms)")

@@ -6,8 +6,8 @@ an image grid and an interpolation strip.
     stylegan-t2i-serve                                  # http://127.0.0.1:7860, the demo GAN
     stylegan-t2i-serve --ddpm_checkpoint path/to/ddpm.pt --port 8000
 
-`DemoHandler` does the request handling (prompt, seed and option checks; one lock, so that two
-requests never sample at once on a small CPU) and imports no Gradio, so it is tested without it.
+`DemoHandler` does the request handling (prompt, seed and option checks; one model thread, so
+that two requests never sample at once on a small CPU) and imports no Gradio, so it is tested without it.
 `build_app` wraps it in a page whose queue runs one request at a time; a bad request is a
 one-line error in the page, never a traceback. The page is made for an offline machine:
 analytics off, no share link, system fonts only, so it asks nothing of the internet.
@@ -23,9 +23,9 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -141,7 +141,7 @@ class DemoHandler:
         if ddpm is not None and ddpm.sampler.kind != "ddpm":
             raise DemoError(f"--ddpm_checkpoint must be a DDPM checkpoint, this one is of kind {ddpm.sampler.kind!r}")
         self.pipes = {"GAN": gan, "DDPM": ddpm}
-        self._lock = threading.Lock()
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="demo-model")
 
     @classmethod
     def from_checkpoints(cls, checkpoint: str | Path | None = None, ddpm_checkpoint: str | Path | None = None,
@@ -152,6 +152,12 @@ class DemoHandler:
     @property
     def has_ddpm(self) -> bool:
         return self.pipes["DDPM"] is not None
+
+    def _run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) on the handler's one model thread: requests sample one at a time,
+        and always from the same thread. glibc gives threads their own malloc arenas, so the
+        model's buffers spread over a server's thread pool would grow its RSS for long."""
+        return self._model_thread.submit(fn, *args, **kwargs).result()
 
     def _upscale(self, pipe: TextToImage, side: int = DISPLAY_SIDE) -> int:
         return max(1, side // pipe.sampler.resolution)
@@ -170,8 +176,7 @@ class DemoHandler:
             options = {"truncation": check_number(truncation, "truncation")}
         else:
             options = {"steps": check_int(steps, "steps", 1, MAX_STEPS), "guidance": check_number(guidance, "guidance")}
-        with self._lock:
-            out = pipe([prompt] * len(seed_list), seeds=seed_list, upscale=self._upscale(pipe), **options)
+        out = self._run(pipe, [prompt] * len(seed_list), seeds=seed_list, upscale=self._upscale(pipe), **options)
         return [(img, f"seed {s}") for img, s in zip(out.images, out.seeds)]
 
     def interpolate(self, prompt: Any, prompt_b: Any = "", seed_a: Any = 0, seed_b: Any = 1, frames: Any = 8,
@@ -183,15 +188,17 @@ class DemoHandler:
         seed_a, seed_b = (check_int(s, name, 0, 2 ** 63 - 1) for s, name in ((seed_a, "seed A"), (seed_b, "seed B")))
         n = check_int(frames, "frames", 2, MAX_FRAMES)
         psi = check_number(truncation, "truncation")
+        self.pipes["GAN"].sampler.options(truncation=psi)          # the sampler's own bounds check
+        return self._run(self._strip, a, b, seed_a, seed_b, n, psi)
+
+    def _strip(self, a: str, b: str, seed_a: int, seed_b: int, n: int, psi: float) -> Image.Image:
         pipe = self.pipes["GAN"]
         sampler = pipe.sampler
-        sampler.options(truncation=psi)                 # the sampler's own bounds check
-        with self._lock:
-            ends = sampler.embed([a, b])
-            t = torch.linspace(0, 1, n, device=ends.device)[:, None]
-            z = seeded_normal([seed_a, seed_b], sampler.G.cfg.z_dim, sampler.device)
-            img = sampler.synthesize(torch.lerp(ends[0].expand(n, -1), ends[1].expand(n, -1), t),
-                                     slerp(z[0], z[1], t), psi)
+        ends = sampler.embed([a, b])
+        t = torch.linspace(0, 1, n, device=ends.device)[:, None]
+        z = seeded_normal([seed_a, seed_b], sampler.G.cfg.z_dim, sampler.device)
+        img = sampler.synthesize(torch.lerp(ends[0].expand(n, -1), ends[1].expand(n, -1), t),
+                                 slerp(z[0], z[1], t), psi)
         strip = Image.fromarray(make_grid(to_uint8(img), 1, n))
         return upscale_nearest(strip, self._upscale(pipe, DISPLAY_SIDE // 2))
 
