@@ -166,6 +166,13 @@ class GanSampler:
         """[N, text_dim] sentence embeddings."""
         return self.text.encode(list(captions), self.device)[2]
 
+    def caption_path(self, a: str, b: str, frames: int) -> torch.Tensor:
+        """[frames, text_dim] sentence embeddings evenly spaced from caption a's to caption b's
+        (both ends included): the text side of an interpolation strip."""
+        ends = self.embed([a, b])
+        t = torch.linspace(0, 1, frames, device=ends.device)[:, None]
+        return torch.lerp(ends[0].expand(frames, -1), ends[1].expand(frames, -1), t)
+
     @torch.no_grad()
     def synthesize(self, text: torch.Tensor, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
         """text: [N, text_dim], z: [N, z_dim] -> img [N, 3, R, R]; batched, noise fixed."""

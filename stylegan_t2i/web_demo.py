@@ -194,11 +194,9 @@ class DemoHandler:
     def _strip(self, a: str, b: str, seed_a: int, seed_b: int, n: int, psi: float) -> Image.Image:
         pipe = self.pipes["GAN"]
         sampler = pipe.sampler
-        ends = sampler.embed([a, b])
-        t = torch.linspace(0, 1, n, device=ends.device)[:, None]
+        t = torch.linspace(0, 1, n, device=sampler.device)[:, None]
         z = seeded_normal([seed_a, seed_b], sampler.G.cfg.z_dim, sampler.device)
-        img = sampler.synthesize(torch.lerp(ends[0].expand(n, -1), ends[1].expand(n, -1), t),
-                                 slerp(z[0], z[1], t), psi)
+        img = sampler.synthesize(sampler.caption_path(a, b, n), slerp(z[0], z[1], t), psi)
         strip = Image.fromarray(make_grid(to_uint8(img), 1, n))
         return upscale_nearest(strip, self._upscale(pipe, DISPLAY_SIDE // 2))
 

@@ -222,9 +222,7 @@ def render(args, sampler, captions: list[str], seeds: list[int], options: dict) 
 def interpolation_strip(sampler, a: str, b: str, frames: int, seeds: list[int], truncation: float, args):
     """Rows = seeds, columns = frames from prompt a to prompt b (same z across a row), each frame
     resized to --size, captioned with --captions."""
-    ends = sampler.embed([a, b])
-    steps = torch.linspace(0, 1, frames, device=ends.device)[:, None]
-    text = torch.lerp(ends[0].expand(frames, -1), ends[1].expand(frames, -1), steps)
+    text = sampler.caption_path(a, b, frames)
     rows = [sampler.synthesize(text, seeded_normal([s] * frames, sampler.G.cfg.z_dim, sampler.device),
                                truncation) for s in seeds]
     img_u8 = resize_batch(to_uint8(torch.cat(rows)), args.size, args.resample)
