@@ -17,6 +17,7 @@ setup(
         "stylegan-t2i-ddpm = stylegan_t2i.cli.console:train_ddpm",
         "stylegan-t2i-evaluate = stylegan_t2i.cli.console:evaluate",
         "stylegan-t2i-compare = stylegan_t2i.cli.console:compare",
+        "stylegan-t2i-sweep-ddpm = stylegan_t2i.cli.console:sweep_ddpm",
         "stylegan-t2i-train-text-encoder = stylegan_t2i.cli.console:train_text_encoder",
         "stylegan-t2i-project = stylegan_t2i.cli.console:project",
         "stylegan-t2i-export-generator = stylegan_t2i.cli.console:export_generator",

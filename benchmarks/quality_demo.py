@@ -10,6 +10,12 @@ generated and real renders of the same combinations in the classifier's penultim
 
     python benchmarks/quality_demo.py --checkpoint runs/00000-demo-64/network-final.pt --json q.json --grid q.png
     python benchmarks/quality_demo.py --real     # the ceiling: real renders as the "generator"
+    python benchmarks/quality_demo.py --checkpoint CK --data_root datasets/demo-cyan-pink   # a variant set
+
+The combinations are those of the classifier's scene set: the built-in one, or the variant set
+(other shapes or colours, `SceneSet`) of the dataset in --data_root, which its classifier is
+trained on. Each split's row also holds the all-five accuracy per shape and per colour
+("by_value" in the JSON).
 """
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ import numpy as np
 import torch
 
 from stylegan_t2i.data.demo_scenes import (
-    ATTRIBUTES,
+    BUILTIN,
     TEMPLATES,
+    SceneSet,
     all_combinations,
     caption_for,
     render_scene,
@@ -34,13 +41,14 @@ from stylegan_t2i.distributed import resolve_device
 from stylegan_t2i.images import make_grid, save_png, to_uint8
 from stylegan_t2i.metrics.attribute_classifier import (
     ATTR_NAMES,
-    NUM_CLASSES,
     AttributeClassifier,
     ClassifierConfig,
+    accuracy_by_value,
     area_resize,
     attribute_accuracy,
     ensure_classifier,
     labels_of,
+    num_classes,
     pil_to_img,
     render_real,
     with_jitter,
@@ -54,8 +62,8 @@ SPLITS = ("seen", "held_out")
 _WORD = re.compile(r"[a-z]+")
 
 
-def parse_caption(caption: str) -> dict[str, str]:
-    """The attributes a demo caption names: {attribute: value} for all five attributes.
+def parse_caption(caption: str, scenes: SceneSet = BUILTIN) -> dict[str, str]:
+    """The attributes a demo caption of `scenes` names: {attribute: value} for all five attributes.
 
     Every template names each attribute by its value word (position as "left"/"center"/"right"
     inside "on the left", "left side", ...), and no word is a value of two attributes, so a
@@ -63,7 +71,7 @@ def parse_caption(caption: str) -> dict[str, str]:
     """
     words = set(_WORD.findall(caption.lower()))
     attrs = {}
-    for attr, values in ATTRIBUTES.items():
+    for attr, values in scenes.attributes.items():
         found = [v for v in values if v in words]
         if len(found) != 1:
             raise ValueError(f"caption {caption!r}: expected one {attr} of {values}, found {found}")
@@ -71,30 +79,32 @@ def parse_caption(caption: str) -> dict[str, str]:
     return attrs
 
 
-def real_generator(render_res: int = 64) -> GenerateFn:
+def real_generator(render_res: int = 64, scenes: SceneSet = BUILTIN) -> GenerateFn:
     """The perfect generator: renders the scene each caption names at `render_res`, with the
     dataset's position/scale jitter drawn from the image's seed."""
     def generate(captions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-        combos = [with_jitter([parse_caption(c)], np.random.default_rng(int(s)))[0] for c, s in zip(captions, seeds)]
+        combos = [with_jitter([parse_caption(c, scenes)], np.random.default_rng(int(s)))[0]
+                  for c, s in zip(captions, seeds)]
         return pil_to_img([render_scene(c, render_res) for c in combos])
     return generate
 
 
-def chance_accuracy() -> dict[str, float]:
+def chance_accuracy(scenes: SceneSet = BUILTIN) -> dict[str, float]:
     """Accuracy of uniform guessing: 1/k per attribute, 1/prod(k) for all five."""
-    out = {a: 1.0 / k for a, k in zip(ATTR_NAMES, NUM_CLASSES)}
-    out["all"] = float(1.0 / np.prod(NUM_CLASSES))
+    counts = num_classes(scenes)
+    out = {a: 1.0 / k for a, k in zip(ATTR_NAMES, counts)}
+    out["all"] = float(1.0 / np.prod(counts))
     return out
 
 
-def evaluation_combos(max_seen_combos: int, seed: int) -> dict[str, list[dict]]:
+def evaluation_combos(max_seen_combos: int, seed: int, scenes: SceneSet = BUILTIN) -> dict[str, list[dict]]:
     """{"seen": all seen combinations, or a fixed random subset of max_seen_combos (> 0) of them,
     "held_out": all held-out combinations}."""
-    seen = all_combinations(held_out=False)
+    seen = all_combinations(held_out=False, scenes=scenes)
     if 0 < max_seen_combos < len(seen):
         keep = np.random.default_rng([seed, 2]).choice(len(seen), size=max_seen_combos, replace=False)
         seen = [seen[i] for i in sorted(keep)]
-    return {"seen": seen, "held_out": all_combinations(held_out=True)}
+    return {"seen": seen, "held_out": all_combinations(held_out=True, scenes=scenes)}
 
 
 def generate_and_classify(
@@ -129,27 +139,33 @@ def evaluate_generator(
     render_res:         int = 64,               # Side of the real reference renders before resizing.
     batch_size:         int = 64,
 ) -> dict:
-    """Per-attribute and all-attributes accuracy of generated images, seen vs held-out, and FD.
+    """Per-attribute and all-attributes accuracy of generated images, seen vs held-out, and FD,
+    over the combinations of the classifier's scene set.
 
     Image k of combination j is generated from template (j * num_per_combo + k) mod T, cycling
     through all T caption templates. Returns {"seen": row, "held_out": row, "fd_all": float,
-    "chance": row, ...} where a row is {attribute: accuracy, "all": accuracy, "n": images,
-    "fd": FD_attr of the generated images vs as many real jittered renders of the same
-    combinations (fresh draws, independent of the generator's seeds)}.
+    "chance": row, "scenes": {"shapes", "colours"}, ...} where a row is {attribute: accuracy,
+    "all": accuracy, "n": images, "by_value": `accuracy_by_value`, "fd": FD_attr of the
+    generated images vs as many real jittered renders of the same combinations (fresh draws,
+    independent of the generator's seeds)}.
     """
     assert classifier.cfg.resolution == resolution, (classifier.cfg.resolution, resolution)
+    scenes = classifier.cfg.scenes()
     result: dict = {"resolution": resolution, "num_per_combo": num_per_combo, "seed": seed,
-                    "chance": chance_accuracy()}
+                    "chance": chance_accuracy(scenes),
+                    "scenes": {"shapes": list(scenes.shapes), "colours": list(scenes.colours)}}
     gen_feats, real_feats, offset = [], [], 0
-    for split, combos in evaluation_combos(max_seen_combos, seed).items():
+    for split, combos in evaluation_combos(max_seen_combos, seed, scenes).items():
         targets = [c for c in combos for _ in range(num_per_combo)]
         captions = [caption_for(c, (offset + i) % len(TEMPLATES)) for i, c in enumerate(targets)]
         seeds = [seed + offset + i for i in range(len(targets))]
         pred, feats = generate_and_classify(generate_fn, classifier, captions, seeds, batch_size)
         real = render_real(with_jitter(targets, np.random.default_rng([seed, 1, offset])), render_res, resolution)
         _, feats_real = classifier.predict(real)
-        row = attribute_accuracy(pred, labels_of(targets))
-        row.update(n=len(targets), num_combos=len(combos), fd=frechet_distance_from_features(feats, feats_real))
+        labels = labels_of(targets, scenes)
+        row = attribute_accuracy(pred, labels)
+        row.update(n=len(targets), num_combos=len(combos), by_value=accuracy_by_value(pred, labels, scenes),
+                   fd=frechet_distance_from_features(feats, feats_real))
         result[split] = row
         gen_feats.append(feats)
         real_feats.append(feats_real)
@@ -163,12 +179,13 @@ def sample_grid(
     num_prompts:    int,        # Prompts per split (rows: seen first, then held-out).
     num_seeds:      int,        # Columns.
     seed:           int,
+    scenes:         SceneSet = BUILTIN,
 ) -> tuple[np.ndarray, list[str]]:
     """A [H, W, 3] uint8 grid (rows = prompts, columns = seeds) and its row captions."""
     rng = np.random.default_rng([seed, 3])
     captions = []
     for split in SPLITS:
-        combos = all_combinations(held_out=split == "held_out")
+        combos = all_combinations(held_out=split == "held_out", scenes=scenes)
         for r, j in enumerate(rng.choice(len(combos), size=num_prompts, replace=False)):
             captions.append(caption_for(combos[j], r % len(TEMPLATES)))
     flat_captions = [c for c in captions for _ in range(num_seeds)]
@@ -223,7 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=32,
                    help="evaluation side; images are area-resized to it (default: 32)")
     p.add_argument("--max_seen_combos", type=int, default=0,
-                   help="evaluate a fixed random subset of this many seen combinations (default: 0 = all 216)")
+                   help="evaluate a fixed random subset of this many seen combinations (default: 0 = all; 216 in "
+                        "the built-in set)")
     p.add_argument("--seed", type=int, default=0,
                    help="base seed of images, subset and real references (default: 0)")
     p.add_argument("--truncation", type=float, help="GAN checkpoints: truncation psi (default: 1)")
@@ -255,8 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as e:
         raise SystemExit(str(e)) from None
     classifier_s = time.perf_counter() - start
+    scenes = classifier.cfg.scenes()
     if args.real:
-        generate_fn, gen_res = real_generator(), 64
+        generate_fn, gen_res = real_generator(scenes=scenes), 64
     else:
         generate_fn, gen_res = checkpoint_generator(args.checkpoint, device, sample_options(args))
     start = time.perf_counter()
@@ -274,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
               "generator_resolution": gen_res, "results": result, "classifier": stats,
               "timing": {"classifier_s": classifier_s, "eval_s": eval_s, "num_images": num_images}}
     if args.grid:
-        grid, captions = sample_grid(generate_fn, num_prompts=4, num_seeds=6, seed=args.seed)
+        grid, captions = sample_grid(generate_fn, num_prompts=4, num_seeds=6, seed=args.seed, scenes=scenes)
         save_png(args.grid, grid)
         report["grid"] = {"path": args.grid, "rows": captions}
         print(f"Grid written to {args.grid}; rows 1-4 seen, 5-8 held-out: " + " | ".join(captions))

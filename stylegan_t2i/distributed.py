@@ -19,13 +19,17 @@ How the trainers use it, and why it is exact rather than approximately DDP:
 
 Launch: `torchrun --nproc_per_node N train_progan.py ...` (the env:// variables WORLD_SIZE,
 RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT come from torchrun). Without them training runs
-as one process and nothing here communicates.
+as one process and nothing here communicates. Under `torchrun --max-restarts N` a failed rank
+makes torchrun restart every rank; the new group joins in a key space of its own
+(`round_store`) and `--resume auto` continues from the newest checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
 import os
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -41,6 +45,7 @@ class Distributed:
     rank:           int = 0
     world_size:     int = 1
     local_rank:     int = 0
+    max_restarts:   int = 0     # torchrun --max-restarts: how often a failed group is started again.
 
     @property
     def is_main(self) -> bool:
@@ -141,9 +146,47 @@ def init_distributed(device_arg: str = "auto", timeout_min: float = 30.0) -> tup
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(minutes=timeout_min))
-    return Distributed(rank, world_size, local_rank), device
+        # The timeout bounds every collective, so a rank whose peer is gone for good fails and
+        # torchrun can restart the group instead of it waiting forever.
+        timeout = datetime.timedelta(minutes=timeout_min)
+        store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=round_store(store, rank, world_size, timeout),
+                                rank=rank, world_size=world_size, timeout=timeout)
+    return Distributed(rank, world_size, local_rank, int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))), device
+
+
+def round_store(store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """A key space of `store` that no earlier group of this job wrote to.
+
+    torchrun keeps one store for the whole job, and the ranks it restarts after a failure would
+    read the previous group's keys there: the process group then dials a dead rank's address
+    (pytorch/pytorch#135712). TORCHELASTIC_RESTART_COUNT cannot name the group, as each node
+    counts only its own restarts. So rank 0 draws a fresh prefix and hands it to each rank under
+    a key named by that rank's own fresh token (answering a token left by an earlier group is
+    harmless), until every rank has confirmed inside the new prefix.
+    """
+    if rank != 0:
+        token = uuid.uuid4().hex
+        store.set(f"stylegan_t2i/token/{rank}", token)
+        prefix = store.get(f"stylegan_t2i/prefix/{token}").decode()    # Waits up to the store's timeout.
+        store.set(f"{prefix}/joined/{rank}", "")
+        return dist.PrefixStore(prefix, store)
+    prefix, answered = f"stylegan_t2i/{uuid.uuid4().hex}", set()
+    waiting, deadline = set(range(1, world_size)), time.monotonic() + timeout.total_seconds()
+    while True:
+        for r in sorted(waiting):
+            if store.check([f"{prefix}/joined/{r}"]):
+                waiting.discard(r)
+            elif store.check([f"stylegan_t2i/token/{r}"]):
+                token = store.get(f"stylegan_t2i/token/{r}").decode()
+                if token not in answered:
+                    store.set(f"stylegan_t2i/prefix/{token}", prefix)
+                    answered.add(token)
+        if not waiting:
+            return dist.PrefixStore(prefix, store)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ranks {sorted(waiting)} did not join the process group within {timeout}")
+        time.sleep(0.01)
 
 
 def shutdown_distributed() -> None:

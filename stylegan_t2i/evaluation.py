@@ -173,7 +173,8 @@ def _real_features(extractor, bundle, real_u8, cfg, device, progress, cache) -> 
         space = f"encoder:{module_fingerprint(bundle.model.image_encoder)}"
     key = ("features", space, real_u8.shape[-1], real_u8.shape[0])
     if key not in cache:
-        cache[key] = extract_features(extractor, real_u8.split(cfg.batch), cfg.batch, device, progress)
+        cache[key] = extract_features(extractor, real_u8.split(cfg.batch), cfg.batch, device, progress,
+                                      total=real_u8.shape[0])
     return cache[key]
 
 
@@ -198,23 +199,26 @@ def _inception_score(inception: Any, fake_pool3: torch.Tensor, cfg: EvalConfig) 
     return {"is": mean, "is_std": std}
 
 
-def _swd(real_u8: torch.Tensor, fake_u8: torch.Tensor, cfg: EvalConfig) -> dict:
+def _swd(real_u8: torch.Tensor, fake_u8: torch.Tensor, cfg: EvalConfig, progress: bool) -> dict:
     """ProGAN SWD; the coarsest level is 16 (ProGAN) or the image size when that is smaller."""
     res = real_u8.shape[-1]
     result = sliced_wasserstein_distance(from_uint8(real_u8), from_uint8(fake_u8), min_res=min(16, res),
-                                         seed=cfg.seed, batch_size=cfg.batch)
+                                         seed=cfg.seed, batch_size=cfg.batch, progress=progress)
     return {"swd": result.mean, "swd_levels": {str(r): d for r, d in zip(result.level_res, result.level_dists)}}
 
 
 @torch.no_grad()
-def _alignment(bundle: Any, fake_u8: torch.Tensor, captions: Sequence[str], cfg: EvalConfig) -> dict:
+def _alignment(bundle: Any, fake_u8: torch.Tensor, captions: Sequence[str], cfg: EvalConfig,
+               progress: bool) -> dict:
     """Mean cosine and R-precision of generated images with their captions (contrastive model)."""
     img_emb, txt_emb = [], []
-    for i in range(0, fake_u8.shape[0], cfg.batch):
-        img = from_uint8(fake_u8[i:i + cfg.batch]).to(bundle.device)
-        a, b = embed_images_and_captions(bundle, img, captions[i:i + cfg.batch])
-        img_emb.append(a.cpu())
-        txt_emb.append(b.cpu())
+    with tqdm(total=fake_u8.shape[0], desc="alignment", unit="img", disable=not progress) as bar:
+        for i in range(0, fake_u8.shape[0], cfg.batch):
+            img = from_uint8(fake_u8[i:i + cfg.batch]).to(bundle.device)
+            a, b = embed_images_and_captions(bundle, img, captions[i:i + cfg.batch])
+            img_emb.append(a.cpu())
+            txt_emb.append(b.cpu())
+            bar.update(img.shape[0])
     img_emb, txt_emb = torch.cat(img_emb), torch.cat(txt_emb)
     distractors = min(cfg.r_precision_distractors, fake_u8.shape[0] - 1)
     return {"alignment": mean_cosine_alignment(img_emb, txt_emb),
@@ -227,7 +231,7 @@ def evaluate_sampler(
     dataset:    Any,                        # ImageLabelDataset at resolution >= sampler.resolution.
     cfg:        EvalConfig,
     device:     torch.device | str,         # Where InceptionV3 and the precision/recall distances run.
-    progress:   bool = True,                # tqdm bars for generation and features.
+    progress:   bool = True,                # tqdm bars: generation, features, SWD, alignment.
     cache:      dict | None = None,         # Reused across calls: real images/features computed once.
 ) -> dict[str, Any]:
     """Generate cfg.num images and score them against cfg.num real ones (see the module docstring).
@@ -263,15 +267,16 @@ def evaluate_sampler(
     }
     if uses_extractor:
         feat_device = device if cfg.inception is not None else sampler.text.device
-        fake_f = extract_features(extractor, fake_u8.split(cfg.batch), cfg.batch, feat_device, progress)
+        fake_f = extract_features(extractor, fake_u8.split(cfg.batch), cfg.batch, feat_device, progress,
+                                  total=fake_u8.shape[0])
     if needs_features:
         real_f = _real_features(extractor, sampler.text, real_u8, cfg, feat_device, progress, cache)
         result.update(_distribution_metrics(real_f, fake_f, cfg, device))
     if "is" in cfg.metrics:
         result.update(_inception_score(extractor.module, fake_f, cfg))
     if "swd" in cfg.metrics:
-        result.update(_swd(real_u8, fake_u8, cfg))
+        result.update(_swd(real_u8, fake_u8, cfg, progress))
     if "align" in cfg.metrics:
-        result.update(_alignment(sampler.text, fake_u8, captions, cfg))
+        result.update(_alignment(sampler.text, fake_u8, captions, cfg, progress))
     return result
 

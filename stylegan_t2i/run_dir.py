@@ -25,6 +25,11 @@ def create_run_dir(out: str | Path, desc: str) -> Path:
     return path
 
 
+def run_desc(path: str | Path) -> str:
+    """The `desc` a run directory was created with: its name after `NNNNN-`."""
+    return _RUN_NAME.sub("", Path(path).name, count=1)
+
+
 def latest_run_dir(out: str | Path) -> Path | None:
     runs = run_dirs(out)
     return runs[-1] if runs else None

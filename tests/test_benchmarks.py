@@ -1,20 +1,27 @@
 """Smoke tests of benchmarks/bench_generator.py and bench_sampling.py at the smallest settings:
-every table row is printed with positive numbers, and bad input is a one-line error.
+every table row is printed with positive numbers, and bad input is a one-line error. The soak
+bench's summary is checked on made-up samples (a real soak runs for minutes).
 
 The sampling checkpoints hold untrained networks (throughput does not depend on the weights),
 written in the same layout as the trainers' checkpoints. Timings are never asserted.
 """
+import json
 import re
 
 import pytest
 import torch
+from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import conv_flop_count
 
-from benchmarks import bench_generator, bench_sampling
+from benchmarks import bench_generator, bench_sampling, bench_soak
+from generator_bench import flops, report, scaling, table
 from stylegan_t2i.checkpoint import save_checkpoint
 from stylegan_t2i.config import config_to_dict
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig
 from stylegan_t2i.models import cpu_demo_configs
-from stylegan_t2i.models.generator import Generator
+from stylegan_t2i.models.generator import Generator, GeneratorConfig
+from stylegan_t2i.models.presets import nvlabs_size_configs
 from stylegan_t2i.text.contrastive import ContrastiveModel
 from stylegan_t2i.text.pretrain import PretrainConfig, TextEncoderBundle, model_configs, text_encoder_payload
 from stylegan_t2i.text.tokenizer import Tokenizer
@@ -52,10 +59,14 @@ def test_bench_generator_nvlabs_config_prints_every_column(capsys):
     out = capsys.readouterr().out
     assert "config: nvlabs" in out and "ceiling: dense 3x3 conv" in out and "GFLOP/s" in out
     head = [line for line in out.splitlines() if line.startswith("|")][0]
-    assert [c.strip() for c in head.strip("|").split("|")] == [*bench_generator.COLUMNS, "peak RSS MiB"]
+    assert [c.strip() for c in head.strip("|").split("|")] == [*table.COLUMNS, "peak RSS MiB"]
     (cells,) = _table_rows(out)
     assert cells[:3] == ["8", "4", "ours"] and all(_positive(c) for c in cells[3:])
-    assert rows[0]["G GFLOP/img"] > 0 and 0 < rows[0]["% of conv ceiling"]
+    (row,) = rows
+    g_cfg, _ = nvlabs_size_configs(16, max_res=8)
+    assert row["G conv GFLOP/img"] == flops.synthesis_conv_flops(g_cfg) / 1e9
+    assert row["G GFLOP/s"] == pytest.approx(row["G conv GFLOP/img"] * row["G fwd img/s"])
+    assert 0 < row["% of conv ceiling"]
 
 
 def test_bench_generator_nvlabs_missing_checkout_is_a_one_line_error(tmp_path):
@@ -71,6 +82,113 @@ def test_bench_generator_rejects_bad_resolutions_and_batch():
         bench_generator.main(["--resolutions", "8", "--batch", "6", "--device", "cpu"])
     with pytest.raises(SystemExit, match="add --scaling"):
         bench_generator.main(["--plot", "x.png", "--device", "cpu"])
+
+
+class DenseConvFlops(TorchDispatchMode):
+    """FLOPs of every dense (groups = 1) convolution that runs, transposed ones included, by
+    torch's own formula; the depthwise FIR filters (groups = channels) are left out, as
+    `flops.synthesis_conv_flops` leaves them out."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.convolution.default and args[8] == 1:
+            x, w, transposed = args[0], args[1], args[6]
+            self.total += conv_flop_count(list(x.shape), list(w.shape), list(out.shape), transposed)
+        return out
+
+
+@pytest.mark.parametrize("g_cfg", [
+    nvlabs_size_configs(16, max_res=16)[0],
+    cpu_demo_configs(16, max_res=32)[0],
+    GeneratorConfig(text_dim=16, max_res=16, channel_base=128, channel_max=16, architecture="orig"),
+], ids=["nvlabs-16", "cpu_demo-32", "orig-16"])
+def test_synthesis_conv_flops_are_the_dense_convs_the_generator_runs(g_cfg):
+    G = Generator(g_cfg).eval().requires_grad_(False)
+    z, text = torch.randn(2, g_cfg.z_dim), torch.randn(2, g_cfg.text_dim)    # batch 2: the unfused, dense form
+    with torch.no_grad(), DenseConvFlops() as counter:
+        G(z, text, g_cfg.num_stages - 1, 1.0, noise_mode="const")
+    # The mapping and affine layers are matrix products, not convolutions, so the counts agree exactly.
+    assert flops.synthesis_conv_flops(g_cfg) * 2 == counter.total
+
+
+def test_synthesis_conv_flops_of_the_nvlabs_32px_generator_in_closed_form():
+    # 256 channels at 4..32 px: conv1 at each resolution r, conv0 on the r/2 input, toRGB everywhere (skip).
+    conv1 = sum(2 * r * r * 256 * 256 * 9 for r in (4, 8, 16, 32))
+    conv0 = sum(2 * (r // 2) ** 2 * 256 * 256 * 9 for r in (8, 16, 32))
+    torgb = sum(2 * r * r * 256 * 3 for r in (4, 8, 16, 32))
+    assert flops.synthesis_conv_flops(nvlabs_size_configs(256, max_res=32)[0]) == conv1 + conv0 + torgb
+    assert round((conv1 + conv0 + torgb) / 1e9, 2) == 2.0   # Issue 14's 3.2 counts conv0 at r: 4x too much.
+
+
+def test_markdown_formats_numbers_and_marks_missing_cells():
+    rows = [{"name": "a", "n": 7, "x": 1234.5}, {"name": "b", "n": 8, "x": 12.34, "y": 0.012345},
+            {"name": "c", "n": 9, "x": 1.2345, "y": "2.00x"}]
+    assert report.markdown(rows, ("name", "n", "x", "y"), ("network", "count", "x", "y")).splitlines() == [
+        "| network | count | x | y |", "|---:|---:|---:|---:|",
+        "| a | 7 | 1234 | - |", "| b | 8 | 12.3 | 0.0123 |", "| c | 9 | 1.23 | 2.00x |"]
+
+
+def test_scaling_estimate_scales_the_largest_measured_cell_by_work():
+    estimator = scaling.Estimator()
+    assert estimator.estimate(1.0) is None         # Nothing measured: the first cell always runs.
+    estimator.add(1.0, {"measure s": 4.0, "cell s": 6.0})
+    estimator.add(2.0, {"measure s": 10.0, "cell s": 14.0})
+    estimator.add(3.0, {"note": "failed: its process died", "cell s": 1.0})     # Not a measurement.
+    assert estimator.estimate(4.0) == pytest.approx(3.0 + 10.0 * 4.0 / 2.0)     # mean start-up 3 s
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--sweep_res", "16,32", "is not VALUES@FIXED"),
+    ("--sweep_res", "12,16@16", "not a power of two"),
+    ("--sweep_batch", "6@32", "divisible"),
+])
+def test_scaling_bad_grid_is_a_one_line_error(flag, value, message):
+    with pytest.raises(SystemExit, match=message) as e:
+        bench_generator.main(["--scaling", flag, value, "--device", "cpu"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="both empty"):
+        bench_generator.main(["--scaling", "--sweep_res", "", "--sweep_batch", "", "--device", "cpu"])
+    with pytest.raises(SystemExit, match="no folder"):
+        bench_generator.main(["--scaling", "--json", "/nonexistent-dir/x.json", "--device", "cpu"])
+
+
+def test_scaling_measures_a_cell_in_its_own_process_skips_the_rest_and_writes_json_and_png(tmp_path, capsys):
+    """--max_cell_s 0: the first (smallest) cell runs, every later one is estimated over it and skipped."""
+    out_json, out_png = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    rows = bench_generator.main(["--scaling", "--config", "cpu_demo", "--text_dim", "16", "--sweep_res", "4,8@4",
+                                 "--sweep_batch", "4@4", "--repeats", "1", "--warmup", "0", "--max_cell_s", "0",
+                                 "--threads", "1", "--device", "cpu", "--json", str(out_json), "--plot", str(out_png)])
+    out = capsys.readouterr().out
+    assert "cell 1/2: res 4 batch 4: " in out and "cell 2/2: res 8 batch 4: skipped, estimated" in out
+    cells = _table_rows(out)
+    assert [c[:3] for c in cells] == [["res", "4", "4"], ["res", "8", "4"], ["batch", "4", "4"]]
+    measured = dict(zip(scaling.COLUMNS, cells[0]))
+    assert all(_positive(measured[c]) for c in scaling.COLUMNS[3:8]) and measured["note"] == "-"
+    assert cells[2][1:] == cells[0][1:]     # The cell both sweeps hold, measured once.
+    assert cells[1][3:8] == ["-"] * 5 and cells[1][8].startswith("skipped: estimated")
+    saved = json.loads(out_json.read_text())
+    assert saved["mode"] == "scaling" and saved["args"]["sweep_res"] == "4,8@4" and saved["rows"] == rows
+    assert rows[0]["train peak MiB"] > 0 and rows[0]["measure s"] <= rows[0]["cell s"]
+    assert Image.open(out_png).size == (1024, 768)
+
+
+def test_profile_prints_the_top_ops_and_writes_json(tmp_path, capsys):
+    out_json = tmp_path / "profile.json"
+    rows = bench_generator.main(["--profile", "--config", "cpu_demo", "--res", "4", "--batch", "4",
+                                 "--train_batch", "4", "--text_dim", "16", "--device", "cpu",
+                                 "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert "top 5 ops by self CPU time over 4 training iterations" in out
+    assert len(rows) == 5 == len(_table_rows(out)) and all(r["res"] == 4 and r["network"] == "ours" for r in rows)
+    ms = [r["self CPU ms"] for r in rows]
+    assert ms == sorted(ms, reverse=True) and ms[-1] > 0 and sum(r["% of self CPU"] for r in rows) <= 100
+    assert any(r["op"].startswith("aten::") for r in rows) and all(r["calls"] >= 1 for r in rows)
+    saved = json.loads(out_json.read_text())
+    assert saved["mode"] == "profile" and saved["args"]["config"] == "cpu_demo" and saved["rows"] == rows
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +239,20 @@ def test_bench_sampling_errors_are_one_line(checkpoints, tmp_path):
     with pytest.raises(SystemExit, match="10 timesteps"):
         bench_sampling.main(["--gan", str(checkpoints["gan8"]), "--ddpm", str(checkpoints["ddpm"]),
                              "--ddpm_steps", "20", "--device", "cpu"])
+
+
+def test_bench_soak_summary_measures_from_the_grown_sample_and_gives_write_percentiles():
+    probe = bench_soak.SoakProbe(stop_after_s=600, rss_every=1)
+    # Growing until 120 s (RSS jumps), then fully grown with a steady 6 MiB/hour slope.
+    probe.samples = [bench_soak.Sample(s, s / 100, s >= 120, (300.0 if s < 120 else 500.0) + s / 600)
+                     for s in range(0, 601, 30)]
+    probe.writes = [(float(ms), 13.5) for ms in range(1, 101)]  # 1 .. 100 ms
+    row = bench_soak.summarize(probe, warmup_s=60)
+    assert row["warm_grown"] and row["warm_minutes"] == 2.0 and row["samples_after_warm"] == 17
+    assert row["RSS warm MiB"] == pytest.approx(500.2) and row["growth MiB"] == pytest.approx(0.8)
+    assert row["MiB/hour"] == pytest.approx(6.0)
+    assert row["ckpt writes"] == 100 and row["ckpt MiB"] == 13.5
+    assert row["write p50 ms"] == pytest.approx(50.5) and row["write p99 ms"] == pytest.approx(99.01)
+    assert row["write max ms"] == 100.0
+    cells = dict(zip(bench_soak.COLUMNS, _table_rows(bench_soak.format_table(row))[0]))
+    assert cells["write p50 ms"] == "50.5" and cells["write p99 ms"] == "99.0" and cells["ckpt writes"] == "100"

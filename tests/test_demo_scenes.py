@@ -88,3 +88,60 @@ def test_cli_and_determinism(tmp_path, capsys):
     assert (tmp_path / "a" / "attributes.jsonl").read_text() == (tmp_path / "b" / "attributes.jsonl").read_text()
     with pytest.raises(SystemExit):
         demo.main(["--out", str(tmp_path / "c"), "--num", "0"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Variant scene sets: a second caption set with new words (issue 18, fine-tuning).
+
+VARIANT = demo.SceneSet(shapes=demo.BUILTIN.shapes + ("diamond",), colours=demo.BUILTIN.colours + ("cyan", "pink"))
+
+
+def test_a_variant_set_is_generated_recorded_and_read_back(tmp_path):
+    assert VARIANT.held_out == demo.HELD_OUT and VARIANT.attributes["size"] == demo.ATTRIBUTES["size"]
+    seen, held = demo.all_combinations(False, VARIANT), demo.all_combinations(True, VARIANT)
+    assert len(seen) + len(held) == 4 * 7 * 18 and len(held) == 3 * 18
+    demo.generate_demo_dataset(tmp_path, resolution=16, num_images=40, scenes=VARIANT)
+    params = json.loads((tmp_path / "demo_params.json").read_text())
+    assert params["shapes"] == list(VARIANT.shapes) and params["colours"] == list(VARIANT.colours)
+    assert demo.scene_set_of(tmp_path) == VARIANT
+    assert demo.demo_dataset_ready(tmp_path, 16, 40, 0, VARIANT) and not demo.demo_dataset_ready(tmp_path, 16, 40, 0)
+    records = [json.loads(line) for line in (tmp_path / "attributes.jsonl").read_text().splitlines()]
+    assert all((r["shape"], r["colour"]) not in demo.HELD_OUT for r in records)
+    assert any(r["colour"] in ("cyan", "pink") or r["shape"] == "diamond" for r in records)
+    assert json.loads((tmp_path / "held_out.json").read_text())["attributes"]["colour"] == list(VARIANT.colours)
+    # The built-in set's marker has no scene keys: datasets written before variants stay valid.
+    demo.generate_demo_dataset(tmp_path / "builtin", resolution=8, num_images=3)
+    assert set(json.loads((tmp_path / "builtin" / "demo_params.json").read_text())) == {
+        "version", "resolution", "num_images", "seed"}
+    assert demo.scene_set_of(tmp_path / "builtin") == demo.BUILTIN == demo.scene_set_of(tmp_path / "none")
+
+
+def test_diamond_and_the_new_colours_render():
+    res, attrs = 64, {"shape": "diamond", "colour": "cyan", "size": "large", "position": "center", "background": "black"}
+    arr = np.asarray(demo.render_scene(attrs, res))
+    assert tuple(arr[res // 2, res // 2]) == demo.COLOUR_RGB["cyan"]
+    half = demo.SIZE_FRAC["large"] * res / 2
+    assert tuple(arr[int(res / 2 - 0.8 * half), int(res / 2 - 0.8 * half)]) == demo.BACKGROUND_RGB["black"]  # a corner
+    square = np.asarray(demo.render_scene({**attrs, "shape": "square", "colour": "pink"}, res))
+    assert tuple(square[res // 2, res // 2]) == demo.COLOUR_RGB["pink"]
+    area = (arr.sum(-1) > 0).sum() / (square.sum(-1) > 0).sum()
+    assert 0.45 < area < 0.6     # half the square's box
+
+
+@pytest.mark.parametrize("kwargs, why", [
+    ({"colours": ("red", "teal")}, "colours must be distinct values of"),
+    ({"colours": ("red", "red", "blue")}, "colours must be distinct values of"),
+    ({"shapes": ()}, "shapes must be distinct values of"),
+    ({"colours": ("red", "green")}, "must hold one of the held-out pairs"),
+])
+def test_bad_scene_sets_are_refused(kwargs, why):
+    with pytest.raises(ValueError, match=why):
+        demo.SceneSet(**kwargs)
+
+
+def test_cli_writes_a_variant_and_refuses_a_bad_one(tmp_path):
+    demo.main(["--out", str(tmp_path / "a"), "--resolution", "8", "--num", "4", "--colours", "blue,cyan",
+               "--shapes", "triangle,diamond"])
+    assert demo.scene_set_of(tmp_path / "a") == demo.SceneSet(shapes=("triangle", "diamond"), colours=("blue", "cyan"))
+    with pytest.raises(SystemExit, match="^error: demo scenes: colours must be distinct values of"):
+        demo.main(["--out", str(tmp_path / "b"), "--colours", "red,teal"])

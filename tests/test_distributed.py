@@ -1,11 +1,6 @@
 """Data-parallel training: `torchrun --nproc_per_node 2` (gloo, CPU) of each entry point gives
 the weights of one process with the same global batch and seed; and the pieces that make that
 exact (batch shares, gradient reduction; the hard-negative draw is in test_negatives.py)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,8 +10,8 @@ from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.cli import train_ddpm, train_text_encoder
 from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.distributed import Distributed
+from tests.torchrun_jobs import assert_same_tensors, torchrun
 
-ROOT = Path(__file__).resolve().parents[1]
 # Two growth stages (4x4, then an 8x8 fade-in): progressive training leaves different
 # parameters unused at each stage. Global batch 8 = 2 ranks x 4 = one minibatch-std group each.
 GAN_ARGS = ["--max_res", "8", "--batch", "8", "--kimg_per_stage", "0.016", "--total_kimg", "0.040",
@@ -40,28 +35,10 @@ def text_encoder(data, tmp_path_factory):
     return run / "text_encoder.pt"
 
 
-def torchrun(script: str, args: list[str], nproc: int = 2) -> None:
-    """Run `script` under torchrun on CPU (gloo), one thread per rank."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(ROOT / script)] + args
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def assert_same_tensors(a: dict, b: dict, what: str) -> None:
-    assert a.keys() == b.keys(), what
-    for name, t in a.items():
-        if t.is_floating_point():
-            torch.testing.assert_close(b[name], t, rtol=1e-4, atol=1e-5, msg=lambda m: f"{what}.{name}: {m}")
-        else:
-            assert torch.equal(b[name], t), f"{what}.{name}"
-
-
 def test_gan_two_processes_match_one(data, text_encoder, tmp_path):
     args = data + GAN_ARGS + ["--text_encoder", str(text_encoder)]
     one = train_progan.main(args + ["--out", str(tmp_path / "one")])
-    torchrun("train_progan.py", args + ["--out", str(tmp_path / "two")])
+    torchrun("train_progan.py", args + ["--out", str(tmp_path / "two")], tmp_path / "two.log")
     two = next((tmp_path / "two").glob("*/network-final.pt"))
     ck1, ck2 = load_checkpoint(one, kinds="gan"), load_checkpoint(two, kinds="gan")
     assert ck1["progress"] == ck2["progress"] and ck1["progress"]["stage"] == 1
@@ -76,7 +53,7 @@ def test_gan_two_processes_match_one(data, text_encoder, tmp_path):
 def test_ddpm_two_processes_match_one(data, text_encoder, tmp_path):
     args = data + DDPM_ARGS + ["--text_encoder", str(text_encoder)]
     one = train_ddpm.main(args + ["--out", str(tmp_path / "one")])
-    torchrun("tools/train_ddpm.py", args + ["--out", str(tmp_path / "two")])
+    torchrun("tools/train_ddpm.py", args + ["--out", str(tmp_path / "two")], tmp_path / "two.log")
     two = next((tmp_path / "two").glob("*/network-final.pt"))
     ck1, ck2 = load_checkpoint(one, kinds="ddpm"), load_checkpoint(two, kinds="ddpm")
     assert ck1["progress"] == ck2["progress"]
@@ -85,9 +62,9 @@ def test_ddpm_two_processes_match_one(data, text_encoder, tmp_path):
 
 
 def test_text_encoder_two_processes_match_one(data, text_encoder, tmp_path):
-    torchrun("tools/train_text_encoder.py", data + TEXT_ARGS + ["--out", str(tmp_path)])
+    torchrun("tools/train_text_encoder.py", data + TEXT_ARGS + ["--out", str(tmp_path / "two")], tmp_path / "two.log")
     one = load_checkpoint(text_encoder, kinds="text_encoder")
-    two = load_checkpoint(next(tmp_path.glob("*/text_encoder.pt")), kinds="text_encoder")
+    two = load_checkpoint(next((tmp_path / "two").glob("*/text_encoder.pt")), kinds="text_encoder")
     assert_same_tensors(one["model"], two["model"], "model")
 
 

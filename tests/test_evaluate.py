@@ -143,6 +143,16 @@ def test_an_option_the_checkpoint_does_not_take_is_a_one_line_error(gan, data):
     assert "\n" not in msg and msg.startswith("error: unknown sampling option(s) steps") and "truncation" in msg
 
 
+def test_compare_and_evaluate_no_progress_write_nothing_to_stderr(gan, ddpm, data, tmp_path, capsys):
+    compare.main(["--gan", str(gan), "--ddpm", str(ddpm), *data, "--num", "4", "--batch", "4", "--metrics", "align",
+                  "--plot_metric", "alignment", "--ddim_steps", "1", "--ddpm_steps", "1", "--ddpm_num", "2",
+                  "--timing_num", "1", "--ddpm_timing_num", "1", "--samples_per_prompt", "1", "--prompts", "a red circle",
+                  "--out", str(tmp_path), "--device", "cpu", "--no_progress"])
+    evaluate.main(["--checkpoint", str(gan), *data, "--num", "4", "--metrics", "align", "--device", "cpu",
+                   "--no_progress"])
+    assert capsys.readouterr().err == ""
+
+
 def test_unknown_metric_is_a_one_line_error(gan, data):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", str(gan), *data, "--metrics", "fd,fid"])
@@ -150,7 +160,7 @@ def test_unknown_metric_is_a_one_line_error(gan, data):
     assert "\n" not in msg and "fid" in msg and "fd,kid,swd,pr,align" in msg
 
 
-def test_compare_writes_report_plot_and_samples(gan, ddpm, data, tmp_path):
+def test_compare_writes_report_plot_and_samples(gan, ddpm, data, tmp_path, capsys):
     out = tmp_path / "report"
     report = compare.main(["--gan", str(gan), "--ddpm", str(ddpm), *data, "--num", "8", "--batch", "8",
                            "--ddim_steps", "1,2", "--ddpm_steps", "2", "--ddpm_num", "6", "--timing_num", "2",
@@ -158,6 +168,8 @@ def test_compare_writes_report_plot_and_samples(gan, ddpm, data, tmp_path):
                            "--prompts", "a red circle", "a blue square", "--out", str(out), "--device", "cpu"])
     names = [r["name"] for r in report["methods"]]
     assert names == ["GAN", "DDIM-1", "DDIM-2", "DDPM-2"] and report["methods"][-1]["num"] == 6
+    err = capsys.readouterr().err     # A bar over the methods, evaluate_sampler's bars and one over samples.png.
+    assert all(f"{bar}: 100%" in err for bar in ("compare", "generating (ddpm)", "alignment", "samples.png"))
     assert all(r["peak_mib"] > 0 and r["images_per_second"] > 0 for r in report["methods"])
     md = (out / "report.md").read_text()
     assert all(f"| {n} |" in md for n in names) and "--ddpm_num" in md and "tools/evaluate.py" in md

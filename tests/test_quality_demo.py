@@ -1,4 +1,5 @@
 """benchmarks/quality_demo.py and stylegan_t2i/metrics/attribute_classifier.py on tiny budgets."""
+import dataclasses
 import json
 
 import numpy as np
@@ -9,11 +10,14 @@ from benchmarks import quality_demo as qd
 from stylegan_t2i.data.demo_scenes import (
     ATTRIBUTES,
     BACKGROUND_RGB,
+    BUILTIN,
     COLOUR_RGB,
     TEMPLATES,
+    SceneSet,
     all_combinations,
     caption_for,
     ensure_demo_dataset,
+    generate_demo_dataset,
 )
 from stylegan_t2i.metrics import attribute_classifier as ac
 
@@ -184,3 +188,39 @@ def test_main_real_writes_json_table_and_grid(trained, tmp_path, capsys, monkeyp
     with Image.open(grid) as im:
         assert im.size == (6 * 66 + 2, 8 * 66 + 2)   # 6 seeds x (4 seen + 4 held-out) prompts of 64 px
     assert len(report["grid"]["rows"]) == 8
+
+
+# ----------------------------------------------------------------------------------------------
+# A variant scene set (two new colours): its own classifier and evaluation (issue 18).
+
+def test_accuracy_by_value_counts_all_five_per_value():
+    scenes = SceneSet(colours=("red", "blue", "cyan"))
+    labels = torch.tensor([[0, 0, 0, 0, 0], [0, 2, 0, 0, 0], [1, 2, 1, 1, 1], [2, 1, 0, 0, 0]])
+    pred = labels.clone()
+    pred[1, 3] = 1                      # a cyan image with the wrong position
+    out = ac.accuracy_by_value(pred, labels, scenes)
+    assert out == {"shape": {"circle": 0.5, "square": 1.0, "triangle": 1.0}, "colour": {"red": 1.0, "blue": 1.0,
+                                                                                        "cyan": 0.5}}
+
+
+def test_a_variant_dataset_gets_its_own_classifier_and_evaluation(tmp_path):
+    scenes = SceneSet(colours=BUILTIN.colours + ("cyan", "pink"))
+    root = tmp_path / "variant"
+    generate_demo_dataset(root, resolution=RES, num_images=120, scenes=scenes)
+    cfg = dataclasses.replace(TINY, colour_dim=16, num_steps=100, lr=1e-2)
+    model, _ = ac.ensure_classifier(root, cfg, verbose=False)
+    assert model.cfg.scenes() == scenes and model.heads["colour"].out_features == 7
+    new = [c for c in all_combinations(False, scenes) if c["colour"] in ("cyan", "pink")]
+    combos = ac.with_jitter(new[::3], np.random.default_rng(0))
+    pred, _ = model.predict(ac.render_real(combos, 64, RES))
+    assert (pred[:, 1] == ac.labels_of(combos, scenes)[:, 1]).float().mean() > 0.9   # it reads the new colours
+    res = qd.evaluate_generator(qd.real_generator(scenes=scenes), model, RES, num_per_combo=1, seed=0,
+                                max_seen_combos=40)
+    assert res["scenes"]["colours"] == list(scenes.colours) and res["chance"]["colour"] == pytest.approx(1 / 7)
+    assert res["seen"]["n"] == 40 and res["held_out"]["n"] == 54
+    assert set(res["seen"]["by_value"]["colour"]) <= set(scenes.colours)
+    assert qd.parse_caption(caption_for(new[0]), scenes) == new[0]
+    # A cached classifier of the built-in set is refused for this dataset.
+    ac.save_classifier(ac.cache_path(root, RES), ac.AttributeClassifier(TINY), {})
+    with pytest.raises(ValueError, match="other shapes or colours"):
+        ac.ensure_classifier(root, TINY)

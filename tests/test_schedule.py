@@ -60,7 +60,8 @@ def test_per_resolution_lengths_and_the_cpu_demo_hour():
 
 @pytest.mark.parametrize("bad", [dict(max_res=24), dict(max_res=2), dict(stable_kimg=0),
                                  dict(max_res=16, kimg_by_res=((32, 1, 1),)), dict(kimg_by_res=((8, 1, 0),)),
-                                 dict(kimg_by_res=((12, 1, 1),))])
+                                 dict(kimg_by_res=((12, 1, 1),)), dict(max_res=16, start_res=32),
+                                 dict(start_res=12), dict(start_res=2)])
 def test_invalid_config_is_rejected(bad):
     with pytest.raises(ValueError):
         ScheduleConfig(**bad)
@@ -74,3 +75,16 @@ def test_eta_counts_each_stage_at_its_own_speed():
     # A measured speed replaces the estimate; a stage already passed costs nothing.
     assert remaining_seconds(sched, 3000, 10_000, {4: 100.0, 8: 80.0}) == pytest.approx(3000 / 80 + 4000 / 40)
     assert remaining_seconds(sched, 10_000, 10_000, {16: 5.0}) == 0
+
+
+def test_start_res_skips_the_stages_below_it_and_its_own_fade():
+    """A fine-tuned run (start_res = max_res) is at its final stage with alpha 1 from the first image."""
+    final = ProgressiveSchedule(ScheduleConfig(max_res=32, total_kimg=10, stable_kimg=3, fade_kimg=3, start_res=32))
+    for nimg in (0, 5_000, 10**9):
+        phase = final.at(nimg)
+        assert (phase.stage, phase.alpha, phase.res) == (3, 1.0, 32)
+    assert [final.stage_start_kimg(k) for k in range(4)] == [0, 0, 0, 0]
+    assert remaining_seconds(final, 0, 10_000, {32: 100.0}) == pytest.approx(100)
+    middle = ProgressiveSchedule(ScheduleConfig(max_res=32, stable_kimg=3, fade_kimg=2, start_res=16))
+    assert (middle.at(0).res, middle.at(0).alpha) == (16, 1.0)
+    assert middle.at(3_000).res == 32 and middle.at(4_000).alpha == pytest.approx(0.5)

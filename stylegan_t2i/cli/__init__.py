@@ -6,6 +6,7 @@
     generate.py            generate.py                 stylegan-t2i-generate
     evaluate.py            tools/evaluate.py           stylegan-t2i-evaluate
     compare.py             tools/compare.py            stylegan-t2i-compare
+    sweep_ddpm.py          tools/sweep_ddpm.py         stylegan-t2i-sweep-ddpm
     project.py             tools/project.py            stylegan-t2i-project
     export_generator.py    tools/export_generator.py   stylegan-t2i-export-generator
     export_onnx.py         tools/export_onnx.py        stylegan-t2i-export-onnx

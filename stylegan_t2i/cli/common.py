@@ -56,14 +56,15 @@ def demo_data_dirs() -> tuple[Path, Path]:
                          f"to a writable folder, or pass --image_dir and --label_dir") from None
 
 
-def open_dataset(args, max_res: int) -> tuple[ImageLabelDataset, str, list[str]]:
-    """The dataset, a short name for the run directory, and the fixed prompts of the grids."""
+def open_dataset(args, max_res: int, verbose: bool = True) -> tuple[ImageLabelDataset, str, list[str]]:
+    """The dataset, a short name for the run directory, and the fixed prompts of the grids;
+    `verbose`: the dataset's skip summary and image-cache progress bar."""
     if args.image_dir is None:
         image_dir, label_dir = demo_data_dirs()
         name = "demo"
     else:
         image_dir, label_dir, name = args.image_dir, args.label_dir, args.image_dir.resolve().name
-    dataset = ImageLabelDataset(image_dir, label_dir, max_res, xflip=args.xflip, seed=args.seed)
+    dataset = ImageLabelDataset(image_dir, label_dir, max_res, xflip=args.xflip, seed=args.seed, verbose=verbose)
     if args.image_dir is None:
         # A fixed random spread over every attribute: 6 seen and 2 held-out combinations.
         rng = random.Random(0)
@@ -107,7 +108,40 @@ def add_shared_arguments(p: argparse.ArgumentParser, model: str, snapshot_kimg: 
                           "default: pretrain one on this data first")
     run.add_argument("--text_encoder_steps", type=int, default=PretrainConfig.steps,
                      help=f"steps of that pretraining when no --text_encoder is given (default: {PretrainConfig.steps})")
+    tune = p.add_argument_group("fine-tuning (a new run that starts from a trained checkpoint)")
+    tune.add_argument("--finetune", type=Path, metavar="CKPT",
+                      help=f"a new run that starts from this {model} checkpoint's networks and text encoder at "
+                           "its final resolution (no regrowing), on this data; training settings not given (batch, "
+                           "lr, losses, seed) are the checkpoint's; --max_res, if given, must be its resolution")
+    tune.add_argument("--finetune_text_steps", type=int, default=0, metavar="N",
+                      help="first re-tune the checkpoint's text encoder contrastively on this data's captions for "
+                           "N steps (default: 0, keep it as trained)")
     return run
+
+
+# Why --text_encoder and --text_encoder_steps do not go with --finetune.
+FINETUNE_KEEPS_ENCODER = "the run keeps the checkpoint's text encoder (re-tune it with --finetune_text_steps N)"
+
+
+def check_finetune_arguments(args: argparse.Namespace, refused: dict[str, str]) -> None:
+    """--finetune starts a new run; --resume continues one. With --finetune, the flags in
+    `refused` (dest -> why), --text_encoder and --text_encoder_steps are one-line errors, since
+    the checkpoint decides those."""
+    if args.finetune is None:
+        if "finetune_text_steps" in args.given:
+            raise SystemExit("error: --finetune_text_steps re-tunes the text encoder of a --finetune checkpoint; "
+                             "give --finetune too")
+        return
+    if args.resume not in (None, "auto"):
+        raise SystemExit("error: --finetune starts a new run and --resume PATH continues one; give one of them "
+                         "(--finetune with --resume auto continues the newest run fine-tuned from that checkpoint, "
+                         "or starts one)")
+    if args.finetune_text_steps < 0:
+        raise SystemExit(f"error: --finetune_text_steps must be >= 0, got {args.finetune_text_steps}")
+    why = {"text_encoder": FINETUNE_KEEPS_ENCODER, "text_encoder_steps": FINETUNE_KEEPS_ENCODER, **refused}
+    for dest, reason in why.items():
+        if dest in args.given:
+            raise SystemExit(f"error: --finetune: drop --{dest}; {reason}")
 
 
 def given_flags(p: argparse.ArgumentParser, args: argparse.Namespace, argv) -> frozenset[str]:
@@ -120,22 +154,25 @@ def given_flags(p: argparse.ArgumentParser, args: argparse.Namespace, argv) -> f
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation flags (tools/evaluate.py, tools/compare.py).
+# Evaluation flags (tools/evaluate.py, tools/compare.py, tools/sweep_ddpm.py).
 
 # Flags passed through to the sampler, only when given: it fills in the rest and rejects
 # the ones its kind does not take (--steps on a GAN checkpoint) with a one-line error.
 EVAL_SAMPLING_FLAGS = ("truncation", "guidance", "steps", "sampler", "eta")
 
 
-def add_eval_arguments(p: argparse.ArgumentParser, num: int) -> None:
-    """Data, metric and sampling flags shared by tools/evaluate.py and tools/compare.py."""
+def add_eval_arguments(p: argparse.ArgumentParser, num: int, metrics: tuple[str, ...] = DEFAULT_METRICS,
+                       sampling: bool = True) -> None:
+    """Data, metric and sampling flags shared by tools/evaluate.py, tools/compare.py and
+    tools/sweep_ddpm.py; `sampling=False` leaves out --truncation and --guidance, for a command
+    that sets the sampling options itself."""
     add_data_arguments(p, "folder of images the checkpoint was trained on")
     p.set_defaults(xflip=False)     # open_dataset's flag; evaluation never flips.
     defaults = EvalConfig()
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--num", type=int, default=num, help=f"generated images, and real images (default: {num})")
-    ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                    help=f"comma-separated subset of {','.join(METRICS)} (default: {','.join(DEFAULT_METRICS)}; "
+    ev.add_argument("--metrics", default=",".join(metrics),
+                    help=f"comma-separated subset of {','.join(METRICS)} (default: {','.join(metrics)}; "
                          "is, the Inception Score, needs --inception)")
     ev.add_argument("--inception", type=Path,
                     help="pytorch-fid InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth): FD becomes "
@@ -143,10 +180,36 @@ def add_eval_arguments(p: argparse.ArgumentParser, num: int) -> None:
     ev.add_argument("--seed", type=int, default=0, help="fixes caption choice and noise seeds (default: 0)")
     ev.add_argument("--batch", type=int, default=defaults.batch, help=f"images per pass (default: {defaults.batch})")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    ev.add_argument("--no_progress", action="store_true",
+                    help="hide the progress bars (image cache, sampling, scoring) and the dataset summary")
+    if not sampling:
+        return
     ev.add_argument("--truncation", type=float,
                     help=f"GAN only: truncation psi, 1 = off (default: {GanOptions.truncation:g})")
     ev.add_argument("--guidance", type=float,
                     help=f"DDPM only: classifier-free guidance scale, 1 = off (default: {DdpmOptions.guidance:g})")
+
+
+def _number_list(text: str, convert, valid, what: str, example: str) -> list:
+    """Comma-separated numbers, each valid and given once; else an argparse error naming the fix."""
+    try:
+        values = [convert(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(valid(v) for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"bad {what} list {text!r}: give {example}, each once")
+    return values
+
+
+def parse_steps(text: str) -> list[int]:
+    """--ddim_steps: comma-separated step counts, each an integer >= 1."""
+    return _number_list(text, int, lambda k: k >= 1, "step", "integers >= 1, e.g. 10,25,50")
+
+
+def parse_guidance(text: str) -> list[float]:
+    """A --guidance list: comma-separated finite scales >= 0 (0 = unconditional, 1 = no guidance)."""
+    return _number_list(text, float, lambda g: math.isfinite(g) and g >= 0, "guidance",
+                        "numbers >= 0, e.g. 1,3,5,7.5")
 
 
 def given_options(args, names: tuple[str, ...] = EVAL_SAMPLING_FLAGS) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from stylegan_t2i.checkpoint import CheckpointError
 from stylegan_t2i.cli.common import (
@@ -35,6 +36,7 @@ from stylegan_t2i.cli.common import (
     given_options,
     json_safe,
     open_dataset,
+    parse_steps,
     write_json,
 )
 from stylegan_t2i.config import config_to_dict
@@ -58,16 +60,6 @@ PLOT_METRICS = {"fd": "fd", "kid": "kid", "swd": "swd", "precision": "pr", "reca
 TABLE = ("fd", "kid", "swd", "precision", "recall", "alignment", "r_precision")
 TIMING_REPEATS = 3
 MIN_CELL = 64           # samples.png: images are enlarged (nearest) to at least this many pixels.
-
-
-def parse_steps(text: str) -> list[int]:
-    try:
-        steps = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        steps = []
-    if not steps or min(steps) < 1:
-        raise argparse.ArgumentTypeError(f"bad step list {text!r}; use e.g. 10,25,50")
-    return steps
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -166,8 +158,10 @@ def sample_block(sampler, m: Method, cfg: EvalConfig, prompts, seeds) -> np.ndar
     return make_grid(img_u8, len(prompts), len(seeds))
 
 
-def samples_figure(samplers, ms: list[Method], cfg: EvalConfig, prompts, seeds, path: Path) -> Path:
-    blocks = [sample_block(samplers[m.kind], m, method_config(cfg, m), prompts, seeds) for m in ms]
+def samples_figure(samplers, ms: list[Method], cfg: EvalConfig, prompts, seeds, path: Path,
+                   progress: bool = True) -> Path:
+    blocks = [sample_block(samplers[m.kind], m, method_config(cfg, m), prompts, seeds)
+              for m in tqdm(ms, desc="samples.png", unit="method", disable=not progress)]
     if len({b.shape[0] for b in blocks}) > 1:   # GAN and DDPM at different resolutions: pad to one height.
         height = max(b.shape[0] for b in blocks)
         blocks = [np.pad(b, ((0, height - b.shape[0]), (0, 0), (0, 0)), constant_values=255) for b in blocks]
@@ -242,18 +236,23 @@ def commands(args, argv, ms: list[Method]) -> list[str]:
     return out
 
 
-def score_methods(args, cfg: EvalConfig, samplers: dict, dataset, device: torch.device) -> list[dict]:
-    """One row per method: its evaluation figures, then its timed speed and peak memory."""
+def score_methods(args, cfg: EvalConfig, samplers: dict, dataset, device: torch.device,
+                  progress: bool = True) -> list[dict]:
+    """One row per method: its evaluation figures, then its timed speed and peak memory; with
+    `progress`, a bar over the methods above evaluate_sampler's own bars."""
     cache, rows = {}, []
     captions, seeds = eval_captions(dataset.captions, args.num, args.seed), eval_seeds(args.num, args.seed)
-    for m in methods(args):
-        print(f"== {m.name}: scoring {m.num} images, timing {m.timing_num}")
+    bar = tqdm(methods(args), desc="compare", unit="method", disable=not progress, dynamic_ncols=True)
+    for m in bar:
+        bar.write(f"== {m.name}: scoring {m.num} images, timing {m.timing_num}")
         mcfg, sampler = method_config(cfg, m), samplers[m.kind]
+        bar.set_postfix_str(f"{m.name}: scoring")
         try:
-            result = evaluate_sampler(sampler, dataset, mcfg, device, cache=cache)
+            result = evaluate_sampler(sampler, dataset, mcfg, device, progress=progress, cache=cache)
         except (ValueError, OSError) as e:
             raise SystemExit(f"error: {m.name}: {e}") from None
         result.pop("images_per_second")     # The timed runs below measure speed.
+        bar.set_postfix_str(f"{m.name}: timing")
         rows.append({"name": m.name, "sampler": m.sampler, **result, "steps": m.steps,
                      **measure_speed(sampler, m, mcfg, captions, seeds, device)})
     return rows
@@ -280,15 +279,17 @@ def compare(args, argv: list[str]) -> dict:
         raise SystemExit(f"error: cannot create --out {args.out}: {e.strerror or e}") from None
     device = resolve_device(args.device)
     samplers = load_samplers(args, device)
-    dataset, _, default_prompts = open_dataset(args, max(s.train_resolution for s in samplers.values()))
-    rows = score_methods(args, cfg, samplers, dataset, device)
+    max_res = max(s.train_resolution for s in samplers.values())
+    dataset, _, default_prompts = open_dataset(args, max_res, verbose=not args.no_progress)
+    rows = score_methods(args, cfg, samplers, dataset, device, progress=not args.no_progress)
     prompts, sample_seeds = args.prompts or default_prompts[:4], eval_seeds(args.samples_per_prompt, args.seed)
     report = {"machine": machine_description(device), "gan": str(args.gan), "ddpm": str(args.ddpm),
               "shared_encoder": len({module_fingerprint(s.text.model) for s in samplers.values()}) == 1,
               "settings": config_to_dict(cfg), "methods": rows, "commands": commands(args, argv, methods(args)),
               "prompts": prompts, "sample_seeds": sample_seeds}
     quality_vs_time(rows, args.plot_metric, args.out / "quality_vs_time.png")
-    samples_figure(samplers, methods(args), cfg, prompts, sample_seeds, args.out / "samples.png")
+    samples_figure(samplers, methods(args), cfg, prompts, sample_seeds, args.out / "samples.png",
+                   progress=not args.no_progress)
     (args.out / "report.md").write_text(markdown_report(json_safe(report)))
     write_json(args.out / "report.json", report)
     print(f"wrote {args.out}/report.md, report.json, quality_vs_time.png, samples.png")

@@ -72,9 +72,9 @@ def evaluate(args) -> dict:
     device = resolve_device(args.device)
     sampler = load_sampler(args.checkpoint, device)
     sampler.batch = args.batch
-    dataset, _, _ = open_dataset(args, sampler.train_resolution)
+    dataset, _, _ = open_dataset(args, sampler.train_resolution, verbose=not args.no_progress)
     try:
-        result = evaluate_sampler(sampler, dataset, cfg, device)
+        result = evaluate_sampler(sampler, dataset, cfg, device, progress=not args.no_progress)
     except (ValueError, OSError) as e:     # --steps on a GAN, swd on a 4x4 snapshot, an unreadable --inception.
         raise SystemExit(f"error: {e}") from None
     result = {"checkpoint": str(args.checkpoint), **result, "eval_config": config_to_dict(cfg)}

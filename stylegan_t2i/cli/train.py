@@ -3,6 +3,7 @@
     python train_progan.py                                   # built-in demo data, CPU preset
     python train_progan.py --image_dir imgs --label_dir txt  # your captioned images
     python train_progan.py ... --resume auto                 # continue after any crash
+    python train_progan.py --finetune CKPT --image_dir new --label_dir new  # adapt a trained model
     torchrun --nproc_per_node 2 train_progan.py ...          # data-parallel (--batch is global)
     stylegan-t2i-train ...                                   # the same, as the installed console command
     tensorboard --logdir runs
@@ -16,16 +17,24 @@ from typing import Any
 
 import torch
 
-from stylegan_t2i.cli.common import add_shared_arguments, check_batches_split, check_data_arguments, given_flags
+from stylegan_t2i.cli.common import (
+    add_shared_arguments,
+    check_batches_split,
+    check_data_arguments,
+    check_finetune_arguments,
+    given_flags,
+)
 from stylegan_t2i.cli.run_setup import (
+    FINETUNE_KIMG,
     NO_FLAG,
-    check_resume_flags,
     flag_setting,
-    load_resume,
-    prepare_run,
+    load_finetune_weights,
     record_data_config,
+    record_finetune,
     run_entry_point,
     run_to_end,
+    start_run,
+    with_given_flags,
 )
 from stylegan_t2i.config import config_from_dict, config_to_dict
 from stylegan_t2i.data import InfiniteSampler
@@ -38,6 +47,11 @@ from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule
 
 # What the per-resolution tables of a preset hold, by the flag that replaces them with one value.
 PER_RES = {"kimg_per_stage": "phase lengths", "batch": "batch sizes", "lr": "learning rates"}
+# The flags that set TrainConfig fields of the same name.
+TRAIN_FLAGS = ("n_critic", "align_weight", "negatives", "gp_interval", "seed", "snapshot_kimg")
+# What a fine-tuned run takes from its checkpoint whatever the flags say.
+FINETUNE_KEEPS = {dest: "the run keeps the checkpoint's networks and trains only at its final resolution"
+                  for dest in ("preset", "kimg_per_stage")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,7 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     sched.add_argument("--preset", choices=sorted(SCHEDULE_PRESETS), default="cpu_demo",
                        help="schedule and network sizes (default: cpu_demo)")
     sched.add_argument("--max_res", type=int, help="final resolution, power of two (default: 32)")
-    sched.add_argument("--total_kimg", type=float, help="length of training in thousands of images")
+    sched.add_argument("--total_kimg", type=float,
+                       help=f"length of training in thousands of images (default: the preset's; {FINETUNE_KIMG:g} "
+                            "with --finetune)")
     sched.add_argument("--kimg_per_stage", type=float,
                        help="thousands of images per fade-in and per stable phase of each resolution")
     sched.add_argument("--batch", type=int, help="minibatch size (global across processes)")
@@ -68,12 +84,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.align_weight < 0 or args.negatives < 1 or args.gp_interval < 1:
         p.error("--align_weight must be >= 0, --negatives >= 1 and --gp_interval >= 1")
     args.given = given_flags(p, args, argv)
+    check_finetune_arguments(args, FINETUNE_KEEPS)
     return args
 
 
 def schedule_config(args) -> ScheduleConfig:
-    max_res = args.max_res or 32
-    cfg = SCHEDULE_PRESETS[args.preset](max_res=max_res)
+    return with_schedule_flags(SCHEDULE_PRESETS[args.preset](max_res=args.max_res or 32), args)
+
+
+def with_schedule_flags(cfg: ScheduleConfig, args) -> ScheduleConfig:
+    """`cfg` with what --total_kimg, --kimg_per_stage, --batch and --lr say, where given."""
     overrides = {}
     if args.total_kimg is not None:
         overrides["total_kimg"] = args.total_kimg
@@ -94,7 +114,7 @@ def gan_trained_with(args, config: dict) -> dict[str, tuple[Any, str]]:
     for dest, value in _schedule_flags(sched).items():
         was[dest] = (flag_setting(dest, value) if value is not None
                      else (NO_FLAG, f"its preset's per-resolution {PER_RES[dest]}"))
-    for dest in ("n_critic", "align_weight", "negatives", "gp_interval", "seed", "snapshot_kimg"):
+    for dest in TRAIN_FLAGS:
         was[dest] = flag_setting(dest, getattr(train_cfg, dest))
     return was
 
@@ -110,24 +130,42 @@ def _schedule_flags(sched: ScheduleConfig) -> dict[str, Any]:
 
 def _trained_preset(name: str, sched: ScheduleConfig) -> tuple[Any, str]:
     """`--preset name` fits a checkpoint whose schedule it gives with some --max_res, --total_kimg,
-    --kimg_per_stage, --batch and --lr (the run is then the same); else the first preset that does."""
+    --kimg_per_stage, --batch and --lr (the run is then the same; a fine-tuned run's starts at its
+    final resolution); else the first preset that does."""
     def gives(preset: str) -> bool:
         flags = argparse.Namespace(preset=preset, max_res=sched.max_res, total_kimg=sched.total_kimg,
                                    **_schedule_flags(sched))
-        return config_to_dict(schedule_config(flags)) == config_to_dict(sched)
+        given = dataclasses.replace(schedule_config(flags), start_res=sched.start_res)
+        return config_to_dict(given) == config_to_dict(sched)
     fits = [preset for preset in (name, *sorted(SCHEDULE_PRESETS)) if gives(preset)]
     return flag_setting("preset", fits[0]) if fits else (NO_FLAG, "a schedule that no --preset gives now")
 
 
-def build(args, resumed: dict | None, text_dim: int):
+def trained_configs(config: dict) -> tuple[GeneratorConfig, CriticConfig, ScheduleConfig, TrainConfig]:
+    """The config dataclasses of a `gan` checkpoint's configs."""
+    return (config_from_dict(GeneratorConfig, config["generator"]), config_from_dict(CriticConfig, config["critic"]),
+            config_from_dict(ScheduleConfig, config["schedule"]), config_from_dict(TrainConfig, config["train"]))
+
+
+def finetune_configs(args, config: dict) -> tuple[GeneratorConfig, CriticConfig, ScheduleConfig, TrainConfig]:
+    """A fine-tuned run's configs: its checkpoint's networks; its schedule at the final resolution
+    only (start_res = max_res: alpha = 1 from the first step, no regrowing) for --total_kimg
+    (default FINETUNE_KIMG); its batch, lr and training settings unless their flags are given."""
+    g_cfg, d_cfg, sched, train_cfg = trained_configs(config)
+    sched_cfg = with_schedule_flags(dataclasses.replace(sched, start_res=sched.max_res, total_kimg=FINETUNE_KIMG), args)
+    return g_cfg, d_cfg, sched_cfg, with_given_flags(train_cfg, args, TRAIN_FLAGS)
+
+
+def build(args, resumed: dict | None, source: dict | None, text_dim: int):
     """Configs (saved with the run) and freshly initialised networks. A resumed run's come from
-    its checkpoint (`check_resume_flags` has refused flags that say otherwise)."""
+    its checkpoint (`check_resume_flags` has refused flags that say otherwise), a fine-tuned
+    run's from `finetune_configs` (its weights are loaded into the trainer)."""
     if resumed is not None:
-        c = resumed["config"]
-        g_cfg, d_cfg = config_from_dict(GeneratorConfig, c["generator"]), config_from_dict(CriticConfig, c["critic"])
-        sched_cfg, train_cfg = config_from_dict(ScheduleConfig, c["schedule"]), config_from_dict(TrainConfig, c["train"])
+        g_cfg, d_cfg, sched_cfg, train_cfg = trained_configs(resumed["config"])
         if args.total_kimg is not None:  # the one setting a resumed run may change: run longer
             sched_cfg = dataclasses.replace(sched_cfg, total_kimg=args.total_kimg)
+    elif source is not None:
+        g_cfg, d_cfg, sched_cfg, train_cfg = finetune_configs(args, source["config"])
     else:
         sched_cfg = schedule_config(args)
         g_cfg, d_cfg = cpu_demo_configs(text_dim, max_res=sched_cfg.max_res)
@@ -141,16 +179,15 @@ def build(args, resumed: dict | None, text_dim: int):
 
 
 def train(args, dist: Distributed, device: torch.device) -> Path | None:
-    resumed, resume_path = load_resume(args, "gan", dist, device)
-    check_resume_flags(args, resumed, gan_trained_with)
-    max_res = resumed["config"]["schedule"]["max_res"] if resumed else (args.max_res or 32)
-    dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "", dist, device)
-    configs, G, D, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.embed_dim)
+    resumed, source, dataset, prompts, run_dir, bundle = start_run(
+        args, "gan", "", gan_trained_with, lambda c: c["schedule"]["max_res"], args.max_res or 32, dist, device)
+    configs, G, D, sched_cfg, train_cfg = build(args, resumed, source, bundle.text_cfg.embed_dim)
     check_batches_split(dist, {sched_cfg.batch, *dict(sched_cfg.batch_by_res).values()})
-    record_data_config(args, configs, dataset, run_dir, dist)
     sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
     trainer = GanTrainer(G, D, bundle, dataset, sampler, ProgressiveSchedule(sched_cfg), train_cfg,
                          run_dir, device, prompts, configs, dist=dist)
+    record_finetune(args, configs, source, resumed, load_finetune_weights(trainer, source, args.finetune))
+    record_data_config(args, configs, dataset, run_dir, dist)
     return run_to_end(trainer, resumed, configs, sched_cfg.total_kimg, prompts)
 
 

@@ -3,6 +3,7 @@
     python tools/train_ddpm.py                                   # built-in demo data, CPU-sized UNet
     python tools/train_ddpm.py --image_dir imgs --label_dir txt  # your captioned images
     python tools/train_ddpm.py ... --resume auto                 # continue after any crash
+    python tools/train_ddpm.py --finetune CKPT --image_dir new --label_dir new  # adapt a trained UNet
     torchrun --nproc_per_node 2 tools/train_ddpm.py ...          # data-parallel (--batch is global)
     stylegan-t2i-ddpm ...                                        # the same, as the installed console command
     python generate.py --checkpoint runs/NNNNN-demo-ddpm-32/network-final.pt --text "..."
@@ -18,15 +19,23 @@ from pathlib import Path
 
 import torch
 
-from stylegan_t2i.cli.common import add_shared_arguments, check_batches_split, check_data_arguments, given_flags
+from stylegan_t2i.cli.common import (
+    add_shared_arguments,
+    check_batches_split,
+    check_data_arguments,
+    check_finetune_arguments,
+    given_flags,
+)
 from stylegan_t2i.cli.run_setup import (
-    check_resume_flags,
+    FINETUNE_KIMG,
     flag_setting,
-    load_resume,
-    prepare_run,
+    load_finetune_weights,
     record_data_config,
+    record_finetune,
     run_entry_point,
     run_to_end,
+    start_run,
+    with_given_flags,
 )
 from stylegan_t2i.config import config_from_dict, config_to_dict
 from stylegan_t2i.data import InfiniteSampler
@@ -35,6 +44,8 @@ from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer
 from stylegan_t2i.distributed import Distributed
 
 DEFAULTS = DdpmTrainConfig()
+# The flags that set DdpmTrainConfig fields of the same name.
+TRAIN_FLAGS = ("batch", "lr", "p_uncond", "seed", "snapshot_kimg", "sample_steps")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,9 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--sample_steps", type=int, default=DEFAULTS.sample_steps,
                      help=f"guided DDIM steps of those sample grids (default: {DEFAULTS.sample_steps})")
     train = p.add_argument_group("training (a resume refuses a change to these, except --total_kimg)")
-    train.add_argument("--max_res", type=int, default=32, help="image resolution, a power of two (default: 32)")
+    train.add_argument("--max_res", type=int, default=32,
+                       help="image resolution, a power of two (default: 32; with --finetune, the checkpoint's)")
     train.add_argument("--total_kimg", type=float,
-                       help=f"length of training in thousands of images (default: {DEFAULTS.total_kimg:g})")
+                       help=f"length of training in thousands of images (default: {DEFAULTS.total_kimg:g}; "
+                            f"{FINETUNE_KIMG:g} with --finetune)")
     train.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"minibatch size, global across processes (default: {DEFAULTS.batch})")
     train.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"AdamW learning rate (default: {DEFAULTS.lr:g})")
     train.add_argument("--p_uncond", type=float, default=DEFAULTS.p_uncond,
@@ -57,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.batch < 1 or args.lr <= 0 or not 0 <= args.p_uncond <= 1 or args.sample_steps < 1:
         p.error("need --batch >= 1, --lr > 0, --p_uncond in [0, 1] and --sample_steps >= 1")
     args.given = given_flags(p, args, argv)
+    check_finetune_arguments(args, {})
     return args
 
 
@@ -64,19 +78,25 @@ def trained_with(args, config: dict) -> dict:
     """Flag dest -> (value, how to say it) that a `ddpm` checkpoint's configs were trained with."""
     train_cfg = config_from_dict(DdpmTrainConfig, config["train"])
     was = {"max_res": flag_setting("max_res", config["unet"]["resolution"])}
-    for dest in ("batch", "lr", "p_uncond", "seed", "snapshot_kimg", "sample_steps"):
+    for dest in TRAIN_FLAGS:
         was[dest] = flag_setting(dest, getattr(train_cfg, dest))
     return was
 
 
-def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, SchedulerConfig, DdpmTrainConfig]:
+def build(args, resumed: dict | None, source: dict | None,
+          context_dim: int) -> tuple[dict, UNet, SchedulerConfig, DdpmTrainConfig]:
     """Configs (saved with the run) and a freshly initialised UNet. A resumed run's come from its
-    checkpoint (`check_resume_flags` has refused flags that say otherwise)."""
-    if resumed is not None:
-        c = resumed["config"]
+    checkpoint (`check_resume_flags` has refused flags that say otherwise); a fine-tuned run's
+    too, for --total_kimg (default FINETUNE_KIMG) and with the training flags that are given
+    (its weights are loaded into the trainer)."""
+    if resumed is not None or source is not None:
+        c = (resumed or source)["config"]
         unet_cfg, sched_cfg = config_from_dict(UNetConfig, c["unet"]), config_from_dict(SchedulerConfig, c["scheduler"])
         train_cfg = config_from_dict(DdpmTrainConfig, c["train"])
-        if args.total_kimg is not None:  # The one setting a resumed run may change: run longer.
+        if source is not None:
+            train_cfg = with_given_flags(dataclasses.replace(train_cfg, total_kimg=FINETUNE_KIMG), args,
+                                         ("total_kimg", *TRAIN_FLAGS))
+        elif args.total_kimg is not None:  # The one setting a resumed run may change: run longer.
             train_cfg = dataclasses.replace(train_cfg, total_kimg=args.total_kimg)
     else:
         unet_cfg, sched_cfg = cpu_demo_unet(context_dim=context_dim, resolution=args.max_res), SchedulerConfig()
@@ -90,17 +110,16 @@ def build(args, resumed: dict | None, context_dim: int) -> tuple[dict, UNet, Sch
 
 
 def train(args, dist: Distributed, device: torch.device) -> Path | None:
-    resumed, resume_path = load_resume(args, "ddpm", dist, device)
-    check_resume_flags(args, resumed, trained_with)
-    max_res = resumed["config"]["unet"]["resolution"] if resumed else args.max_res
-    dataset, prompts, run_dir, bundle = prepare_run(args, resumed, resume_path, max_res, "ddpm-", dist, device)
+    resumed, source, dataset, prompts, run_dir, bundle = start_run(
+        args, "ddpm", "ddpm-", trained_with, lambda c: c["unet"]["resolution"], args.max_res, dist, device)
     # The UNet cross-attends to the encoder's token features [B, L, text_cfg.dim].
-    configs, unet, sched_cfg, train_cfg = build(args, resumed, bundle.text_cfg.dim)
+    configs, unet, sched_cfg, train_cfg = build(args, resumed, source, bundle.text_cfg.dim)
     check_batches_split(dist, [train_cfg.batch])
-    record_data_config(args, configs, dataset, run_dir, dist)
     sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
     trainer = DdpmTrainer(unet, bundle, dataset, sampler, sched_cfg, train_cfg, run_dir, device, prompts, configs,
                           dist=dist)
+    record_finetune(args, configs, source, resumed, load_finetune_weights(trainer, source, args.finetune))
+    record_data_config(args, configs, dataset, run_dir, dist)
     return run_to_end(trainer, resumed, configs, train_cfg.total_kimg, prompts)
 
 

@@ -2,7 +2,9 @@
 
 A small CNN with one softmax head per attribute of `stylegan_t2i.data.demo_scenes.ATTRIBUTES`, trained
 on REAL demo images only (the training split of `ensure_demo_dataset()`, labels from its
-attributes.jsonl), so it never sees a held-out (shape, colour) pair. Generalising to those
+attributes.jsonl), so it never sees a held-out (shape, colour) pair. A dataset of a variant
+scene set (`SceneSet`: other shapes or colours) gets a classifier of its own set, which its
+config records. Generalising to those
 pairs takes two measures against the shape<->colour shortcut (see `AttributeClassifier` and
 `recolour_foreground`); with them it scores 100 % on freshly rendered held-out scenes. Its
 penultimate features are the feature space of the quality benchmark's Fréchet distance.
@@ -28,18 +30,20 @@ from stylegan_t2i.config import config_from_dict, config_to_dict
 from stylegan_t2i.data.demo_scenes import (
     ATTRIBUTES,
     BACKGROUND_RGB,
+    BUILTIN,
     COLOUR_RGB,
     JITTER,
+    SceneSet,
     all_combinations,
     default_demo_root,
     ensure_demo_dataset,
     render_scene,
+    scene_set_of,
 )
 
 CACHE_FORMAT = "stylegan_t2i_attribute_classifier"
 CACHE_VERSION = 1
 ATTR_NAMES = tuple(ATTRIBUTES)                          # Head order; labels [N, 5] follow it.
-NUM_CLASSES = tuple(len(v) for v in ATTRIBUTES.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,16 @@ class ClassifierConfig:
     lr:             float = 2e-3
     num_images:     int = 0         # Training images used (0 = all of the dataset).
     seed:           int = 0         # Init, shuffling and evaluation renders.
+    shapes:         tuple = BUILTIN.shapes      # The scene set it tells apart (`SceneSet`):
+    colours:        tuple = BUILTIN.colours     # set by `ensure_classifier` from its dataset.
+
+    def scenes(self) -> SceneSet:
+        return SceneSet(shapes=self.shapes, colours=self.colours)
+
+
+def num_classes(scenes: SceneSet) -> tuple[int, ...]:
+    """Values per attribute of `scenes`, in ATTR_NAMES order."""
+    return tuple(len(values) for values in scenes.attributes.values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,9 +93,10 @@ def pil_to_img(images: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def labels_of(combos: list[dict]) -> torch.Tensor:
-    """Attribute dicts -> labels [N, 5] int64, column a = index of the value in ATTRIBUTES."""
-    return torch.tensor([[ATTRIBUTES[a].index(c[a]) for a in ATTR_NAMES] for c in combos], dtype=torch.int64)
+def labels_of(combos: list[dict], scenes: SceneSet = BUILTIN) -> torch.Tensor:
+    """Attribute dicts -> labels [N, 5] int64, column a = index of the value in `scenes.attributes`."""
+    attributes = scenes.attributes
+    return torch.tensor([[attributes[a].index(c[a]) for a in ATTR_NAMES] for c in combos], dtype=torch.int64)
 
 
 def with_jitter(combos: list[dict], rng: np.random.Generator) -> list[dict]:
@@ -99,7 +114,8 @@ def load_demo_training_set(
     resolution: int,                # Side the images are area-resized to.
     num_images: int = 0,            # First N images only (0 = all).
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real training images img [N, 3, R, R] in [-1, 1] and their labels [N, 5] int64.
+    """The real training images img [N, 3, R, R] in [-1, 1] and their labels [N, 5] int64 (in its
+    scene set, `scene_set_of(root)`).
 
     An existing dataset at `root` is used as it is (whatever resolution and size it was made
     with); only a missing one is generated with `ensure_demo_dataset`'s defaults.
@@ -116,7 +132,7 @@ def load_demo_training_set(
     for r in records:
         with Image.open(image_dir / f"{r['name']}.png") as im:
             images.append(im.convert("RGB"))
-    return area_resize(pil_to_img(images), resolution), labels_of(records)
+    return area_resize(pil_to_img(images), resolution), labels_of(records, scene_set_of(root))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +172,8 @@ class AttributeClassifier(torch.nn.Module):
             torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
         )
         self.heads = torch.nn.ModuleDict({
-            a: torch.nn.Linear(d if a == "colour" else cfg.feature_dim, k) for a, k in zip(ATTR_NAMES, NUM_CLASSES)})
+            a: torch.nn.Linear(d if a == "colour" else cfg.feature_dim, k)
+            for a, k in zip(ATTR_NAMES, num_classes(cfg.scenes()))})
 
     def _check(self, img: torch.Tensor) -> None:
         r = self.cfg.resolution
@@ -201,12 +218,32 @@ def attribute_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
     return out
 
 
+def accuracy_by_value(
+    pred:   torch.Tensor,               # [N, 5] predicted labels.
+    labels: torch.Tensor,               # [N, 5] target labels in `scenes`.
+    scenes: SceneSet,
+    attrs:  tuple[str, ...] = ("shape", "colour"),
+) -> dict[str, dict[str, float]]:
+    """{attribute: {value: all-five accuracy of the images whose target has that value}} for
+    `attrs`, values without images left out: where a generator fails, e.g. on a new colour word."""
+    all_right = (pred == labels).all(dim=1).float()
+    out = {}
+    for attr in attrs:
+        column = labels[:, ATTR_NAMES.index(attr)]
+        out[attr] = {value: all_right[column == i].mean().item()
+                     for i, value in enumerate(scenes.attributes[attr]) if (column == i).any()}
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Training and the cache.
 
-# The demo palette in image units ([-1, 1]), rows in ATTRIBUTES order.
-_FILL = torch.tensor([COLOUR_RGB[v] for v in ATTRIBUTES["colour"]], dtype=torch.float32) / 127.5 - 1
-_BACKGROUND = torch.tensor([BACKGROUND_RGB[v] for v in ATTRIBUTES["background"]], dtype=torch.float32) / 127.5 - 1
+def _palette(names: tuple[str, ...], rgb: dict[str, tuple[int, int, int]]) -> torch.Tensor:
+    """The colours `names` in image units ([-1, 1]): [len(names), 3]."""
+    return torch.tensor([rgb[v] for v in names], dtype=torch.float32) / 127.5 - 1
+
+
+_BACKGROUND = _palette(ATTRIBUTES["background"], BACKGROUND_RGB)
 
 
 def recolour_foreground(
@@ -214,6 +251,7 @@ def recolour_foreground(
     labels:     torch.Tensor,       # [B, 5] their attribute labels.
     gen:        torch.Generator,    # Draws the new colours.
     min_dist:   float = 0.7,        # Smallest RGB distance (image units) of a new colour from the background.
+    colours:    tuple[str, ...] = BUILTIN.colours,  # What the colour labels index.
 ) -> torch.Tensor:
     """The same scenes with the shape painted in a random RGB colour (background untouched).
 
@@ -227,7 +265,7 @@ def recolour_foreground(
     """
     b = img.shape[0]
     bg = _BACKGROUND[labels[:, ATTR_NAMES.index("background")]][:, :, None, None]    # [B, 3, 1, 1]
-    d = _FILL[labels[:, ATTR_NAMES.index("colour")]][:, :, None, None] - bg           # [B, 3, 1, 1]
+    d = _palette(colours, COLOUR_RGB)[labels[:, ATTR_NAMES.index("colour")]][:, :, None, None] - bg  # [B, 3, 1, 1]
     alpha = (((img - bg) * d).sum(1, keepdim=True) / (d * d).sum(1, keepdim=True)).clamp(0, 1)
     # 8 candidates per sample; take the first far enough from the background (all 8 near it:
     # probability < 1e-6, then the farthest).
@@ -246,7 +284,7 @@ def classifier_loss(
 ) -> torch.Tensor:
     """Sum over the five heads of the mean cross-entropy; the colour head sees the real image,
     the others its recoloured copy."""
-    logits, _ = model.logits(img, recolour_foreground(img, labels, gen))
+    logits, _ = model.logits(img, recolour_foreground(img, labels, gen, colours=model.cfg.colours))
     return sum(F.cross_entropy(logits[a], labels[:, i]) for i, a in enumerate(ATTR_NAMES))
 
 
@@ -303,10 +341,11 @@ def held_out_real_accuracy(
     seed:       int = 0,
 ) -> dict[str, float]:
     """Accuracy on freshly rendered real images of held-out combinations (never in training)."""
-    combos = [c for c in all_combinations(held_out=True) for _ in range(num_per_combo)]
+    scenes = model.cfg.scenes()
+    combos = [c for c in all_combinations(held_out=True, scenes=scenes) for _ in range(num_per_combo)]
     combos = with_jitter(combos, np.random.default_rng([seed, 7]))
     pred, _ = model.predict(render_real(combos, render_res, model.cfg.resolution))
-    return attribute_accuracy(pred, labels_of(combos))
+    return attribute_accuracy(pred, labels_of(combos, scenes))
 
 
 def save_classifier(path: str | Path, model: AttributeClassifier, stats: dict) -> Path:
@@ -356,7 +395,9 @@ def ensure_classifier(
 ) -> tuple[AttributeClassifier, dict]:
     """Load the cached classifier, or train one on the real demo images and cache it.
 
-    Returns (model, stats); stats holds the training time and the held-out real accuracy.
+    It tells apart the shapes and colours of the dataset's scene set (`scene_set_of(root)`), so a
+    variant dataset gets its own; a cache of another set is an error. Returns (model, stats);
+    stats holds the training time and the held-out real accuracy.
     """
     path = Path(path) if path is not None else cache_path(root, cfg.resolution)
     if path.is_file():
@@ -364,11 +405,15 @@ def ensure_classifier(
         if model.cfg.resolution != cfg.resolution:
             raise ValueError(f"{path}: classifier for resolution {model.cfg.resolution}, "
                              f"not {cfg.resolution}; pass a matching --resolution or delete it")
+        if model.cfg.scenes() != scene_set_of(demo_root(root)):
+            raise ValueError(f"{path}: classifier for other shapes or colours than the dataset in "
+                             f"{demo_root(root)}; delete it to retrain")
         return model, stats
     start = time.perf_counter()
     img, labels = load_demo_training_set(root, cfg.resolution, cfg.num_images)
     load_s = time.perf_counter() - start
-    model = train_classifier(img, labels, cfg)
+    scenes = scene_set_of(demo_root(root))
+    model = train_classifier(img, labels, dataclasses.replace(cfg, shapes=scenes.shapes, colours=scenes.colours))
     stats = {"num_train_images": len(img), "load_s": load_s, "train_s": time.perf_counter() - start - load_s,
              "held_out_real_accuracy": held_out_real_accuracy(model, seed=cfg.seed)}
     save_classifier(path, model, stats)

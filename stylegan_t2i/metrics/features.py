@@ -93,12 +93,13 @@ def extract_features(
     device:     torch.device | str,         # Where the extractor runs.
     progress:   bool = True,                # tqdm bar (images).
     quantize:   bool = True,                # Round float images to 8 bits first (Clean-FID).
+    total:      int | None = None,          # Images in `images`, for the bar's percentage and ETA.
 ) -> torch.Tensor:
     """Run `extractor` over all images, re-batched to `batch`; return [N, D] float32 on CPU."""
     out: list[torch.Tensor] = []
     pending: list[torch.Tensor] = []
     num_pending = 0
-    with tqdm(desc=f"features ({extractor.name})", unit="img", disable=not progress) as bar:
+    with tqdm(total=total, desc=f"features ({extractor.name})", unit="img", disable=not progress) as bar:
         for chunk in images:
             assert chunk.ndim == 4 and chunk.shape[1] == 3, chunk.shape
             pending.append(chunk)

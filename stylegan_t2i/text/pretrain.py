@@ -126,8 +126,14 @@ def pretrain_text_encoder(
     run_log:    RunLog | None = None,   # Receives Loss/contrastive, Accuracy/retrieval, Progress/*.
     progress:   bool = True,            # Show a tqdm bar.
     dist:       Distributed = Distributed(),  # Data-parallel place; cfg.batch is the global batch.
+    start:      TextEncoderBundle | None = None,  # Re-tune this one instead (a fine-tuned run's).
 ) -> TextEncoderBundle:
     """Train the tokenizer on all captions, then the contrastive model; return it frozen.
+
+    With `start`, its tokenizer is kept (sentencepiece spells a word it never saw with the
+    sub-pieces it has, so the GAN or DDPM trained on it keeps reading the same ids) and its
+    weights are where training starts; `cfg`'s sizes are then unused, and its resolution must be
+    `start`'s image tower's.
 
     Each step draws `batch` distinct samples and one random caption of each, and minimises the
     symmetric InfoNCE loss over the whole global batch (all ranks' embeddings are gathered).
@@ -146,11 +152,9 @@ def pretrain_text_encoder(
     captions = [list(caps) for caps in dataset.captions]
     if len(captions) != dataset.images.shape[0] or any(not caps for caps in captions):
         raise ValueError("pretrain_text_encoder: every image needs at least one caption")
-    tokenizer = Tokenizer.train([c for caps in captions for c in caps], cfg.max_len, cfg.vocab_size)
-    text_cfg, image_cfg = model_configs(cfg, tokenizer.vocab_size)
-    with torch.random.fork_rng(devices=[]):     # Seed the weights without touching global RNG state.
-        torch.manual_seed(cfg.seed)
-        model = ContrastiveModel(text_cfg, image_cfg).to(device)
+    tokenizer, model = _start_model(captions, cfg, start)
+    model.to(device)
+    text_cfg, image_cfg = model.text_encoder.cfg, model.image_encoder.cfg
     img = _images_at(torch.as_tensor(dataset.images), cfg.resolution).to(device)
     pairs = _CaptionTable(tokenizer, captions, device)
     opt = _make_optimizer(model, cfg)
@@ -194,6 +198,23 @@ def pretrain_text_encoder(
                 raise TrainingInterrupted(f"text encoder pretraining interrupted by {interrupt.source} at step "
                                           f"{step + 1} of {cfg.steps}; it cannot resume, so nothing was saved")
     return TextEncoderBundle(tokenizer, model, text_cfg, image_cfg)
+
+
+def _start_model(captions: list[list[str]], cfg: PretrainConfig,
+                 start: TextEncoderBundle | None) -> tuple[Tokenizer, ContrastiveModel]:
+    """(tokenizer, trainable model) that pretraining starts from: `start`'s, or new ones."""
+    if start is not None:
+        if start.image_cfg.resolution != cfg.resolution:
+            raise ValueError(f"pretrain_text_encoder: the image tower to re-tune sees {start.image_cfg.resolution} px, "
+                             f"not cfg.resolution {cfg.resolution}")
+        model = ContrastiveModel(start.text_cfg, start.image_cfg)
+        model.load_state_dict(start.model.state_dict())
+        return start.tokenizer, model
+    tokenizer = Tokenizer.train([c for caps in captions for c in caps], cfg.max_len, cfg.vocab_size)
+    text_cfg, image_cfg = model_configs(cfg, tokenizer.vocab_size)
+    with torch.random.fork_rng(devices=[]):     # Seed the weights without touching global RNG state.
+        torch.manual_seed(cfg.seed)
+        return tokenizer, ContrastiveModel(text_cfg, image_cfg)
 
 
 class _CaptionTable:

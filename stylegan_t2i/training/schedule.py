@@ -3,8 +3,10 @@
 Training starts at 4x4 (stage 0). Every later stage s (resolution 4 * 2**s) first fades its
 new blocks in over `fade_kimg` (alpha rises linearly 0 -> 1), then trains them at alpha = 1
 for `stable_kimg`; `kimg_by_res` gives a resolution its own lengths. The last stage stays
-until `total_kimg`. Everything is a pure function of
-the number of real images shown, so a resumed run is at exactly the same stage and alpha.
+until `total_kimg`. `start_res` above 4 skips the stages below it and the fade of its own: a
+fine-tuned run (`--finetune`) starts at its final resolution with alpha = 1 and never regrows.
+Everything is a pure function of the number of real images shown, so a resumed run is at
+exactly the same stage and alpha.
 """
 from __future__ import annotations
 
@@ -25,10 +27,13 @@ class ScheduleConfig:
     batch_by_res: tuple = ()       # ((res, batch), ...) overrides, e.g. smaller batches at high res.
     lr: float = 2e-3               # Default Adam learning rate for G and D.
     lr_by_res: tuple = ()          # ((res, lr), ...) overrides.
+    start_res: int = 4             # Training starts here at alpha = 1; lower stages are skipped.
 
     def __post_init__(self):
         if self.max_res < 4 or self.max_res & (self.max_res - 1):
             raise ValueError(f"max_res must be a power of two >= 4, got {self.max_res}")
+        if self.start_res < 4 or self.start_res > self.max_res or self.start_res & (self.start_res - 1):
+            raise ValueError(f"start_res must be a power of two in [4, {self.max_res}], got {self.start_res}")
         if self.stable_kimg <= 0 or self.fade_kimg < 0 or self.total_kimg <= 0:
             raise ValueError("stable_kimg and total_kimg must be > 0 and fade_kimg >= 0")
         for entry in self.kimg_by_res:
@@ -38,10 +43,13 @@ class ScheduleConfig:
                                  f"[4, {self.max_res}], fade_kimg >= 0 and stable_kimg > 0")
 
     def phase_kimg(self, res: int) -> tuple[float, float]:
-        """(fade_kimg, stable_kimg) of resolution `res` (a 4x4 start has no fade)."""
+        """(fade_kimg, stable_kimg) of resolution `res`: the start resolution has no fade, the
+        skipped ones below it neither phase."""
+        if res < self.start_res:
+            return 0.0, 0.0
         lengths = {int(r): (float(f), float(st)) for r, f, st in self.kimg_by_res}
         fade, stable = lengths.get(res, (self.fade_kimg, self.stable_kimg))
-        return (0.0 if res == 4 else fade), stable
+        return (0.0 if res == self.start_res else fade), stable
 
 
 @dataclass(frozen=True)
