@@ -5,7 +5,7 @@ NVlabs StyleGAN2-ADA's own networks at the same size.
   cpu_demo : `models.presets.cpu_demo_configs(text_dim, max_res=R)` (the default; text_dim 128).
   nvlabs   : `models.presets.nvlabs_size_configs(text_dim, max_res=R)`: z/w/text 256, 2 mapping
              layers, channels min(8192 // res, 256), no conv clamp, skip G and D, float32 on
-             every device (TrainConfig.amp off); text_dim 256.
+             every device (GanTrainConfig.amp off); text_dim 256.
 
 Each table row is one network at one resolution:
   G fwd img/s      : B / time of one G_ema forward without grad, B = --batch (random z and random
@@ -18,8 +18,8 @@ Each table row is one network at one resolution:
   train step img/s : T / time of one GanTrainer iteration with n_critic = 1, T = --train_batch
                      (default 16 for nvlabs, as the issue's table, and --batch for cpu_demo), by
                      calling the real `GanTrainer.critic_step` (one D trunk pass on reals and
-                     fakes, the reals scored against their captions and TrainConfig.negatives hard
-                     negatives, WGAN-GP with double backward on every TrainConfig.gp_interval-th
+                     fakes, the reals scored against their captions and GanTrainConfig.negatives hard
+                     negatives, WGAN-GP with double backward on every GanTrainConfig.gp_interval-th
                      step, Adam step), `generator_step` (G forward, D on fakes, the alignment loss
                      through the demo-size image encoder, Adam step) and `update_ema` on a
                      GanTrainer without a run dir. The reals are a fixed in-memory batch in
@@ -66,6 +66,8 @@ import torch
 
 from stylegan_t2i import nvlabs_baseline
 from stylegan_t2i.distributed import resolve_device
+from stylegan_t2i.gan.schedule import Phase, ProgressiveSchedule, cpu_demo_schedule
+from stylegan_t2i.gan.trainer import GanTrainConfig, GanTrainer, StepText
 from stylegan_t2i.measure import (
     dense_conv_gflops,
     forward_flops,
@@ -82,11 +84,9 @@ from stylegan_t2i.models.presets import cpu_demo_configs, nvlabs_size_configs
 from stylegan_t2i.text.contrastive import ContrastiveModel
 from stylegan_t2i.text.pretrain import PretrainConfig, TextEncoderBundle, model_configs
 from stylegan_t2i.training.ema import ema_beta
-from stylegan_t2i.training.gan_trainer import GanTrainer, StepText, TrainConfig
-from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, cpu_demo_schedule
 
 CONFIGS = {"cpu_demo": cpu_demo_configs, "nvlabs": nvlabs_size_configs}
-TRAIN_CONFIGS = {"cpu_demo": TrainConfig(), "nvlabs": TrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
+TRAIN_CONFIGS = {"cpu_demo": GanTrainConfig(), "nvlabs": GanTrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
 TEXT_DIMS = {"cpu_demo": PretrainConfig().embed_dim, "nvlabs": 256}
 COLUMNS = ("res", "batch", "network", "G fwd img/s", "G GFLOP/img", "G GFLOP/s", "% of conv ceiling",
            "train batch", "train step img/s", "critic ms", "G step ms")
@@ -132,7 +132,7 @@ def build_trainer(
     schedule = ProgressiveSchedule(cpu_demo_schedule(max_res=res))
     text_cfg, image_cfg = model_configs(PretrainConfig(), vocab_size=64)
     bundle = TextEncoderBundle(None, ContrastiveModel(text_cfg, image_cfg).to(device), text_cfg, image_cfg)
-    trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=bundle, dataset=None, sampler=(),
+    trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=bundle, dataset=None, order=(),
                          schedule=schedule, cfg=TRAIN_CONFIGS[config], run_dir=None, device=device,
                          sample_prompts=[], configs={}, progress=False)
     phase = Phase(stage=g_cfg.num_stages - 1, alpha=1.0, res=res, batch=batch, lr=schedule.cfg.lr)
@@ -217,7 +217,7 @@ def train_cells(phases, batch: int, cycle: int, device: torch.device, args: argp
     return {"train batch": batch, "train step img/s": batch / step_ms * 1e3, "critic ms": critic_ms, "G step ms": g_ms}
 
 
-def late_ema_beta(cfg: TrainConfig, batch: int) -> float:
+def late_ema_beta(cfg: GanTrainConfig, batch: int) -> float:
     """The EMA decay of one step late in training (past the ramp-up), for NVlabs' EMA update."""
     return ema_beta(batch, 10 ** 7, cfg.ema_kimg, cfg.ema_rampup)
 
