@@ -5,7 +5,7 @@ NVlabs StyleGAN2-ADA's own networks at the same size. The modes live in benchmar
   cpu_demo : `models.presets.cpu_demo_configs(text_dim, max_res=R)` (the table's default; text_dim 128).
   nvlabs   : `models.presets.nvlabs_size_configs(text_dim, max_res=R)`: z/w/text 256, 2 mapping
              layers, channels min(8192 // res, 256), no conv clamp, skip G and D, float32 on
-             every device (TrainConfig.amp off); text_dim 256 (the default of --scaling and --profile).
+             every device (GanTrainConfig.amp off); text_dim 256 (the default of --scaling and --profile).
 
 The table (generator_bench/table.py), one row per network and resolution:
   G fwd img/s      : B / time of one G_ema forward without grad, B = --batch (random z and random
@@ -18,8 +18,8 @@ The table (generator_bench/table.py), one row per network and resolution:
   train step img/s : T / time of one GanTrainer iteration with n_critic = 1, T = --train_batch
                      (default 16 for nvlabs, as issue 14's table, and --batch for cpu_demo), by
                      calling the real `GanTrainer.critic_step` (one D trunk pass on reals and
-                     fakes, the reals scored against their captions and TrainConfig.negatives hard
-                     negatives, WGAN-GP with double backward on every TrainConfig.gp_interval-th
+                     fakes, the reals scored against their captions and GanTrainConfig.negatives hard
+                     negatives, WGAN-GP with double backward on every GanTrainConfig.gp_interval-th
                      step, Adam step), `generator_step` (G forward, D on fakes, the alignment loss
                      through the demo-size image encoder, Adam step) and `update_ema` on a
                      GanTrainer without a run dir. The reals are a fixed in-memory batch in

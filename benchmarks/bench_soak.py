@@ -45,9 +45,9 @@ import torch
 
 from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.distributed import resolve_device
+from stylegan_t2i.gan.trainer import GanTrainer
 from stylegan_t2i.measure import machine_description
 from stylegan_t2i.training import loop
-from stylegan_t2i.training.gan_trainer import GanTrainer
 
 COLUMNS = ("minutes", "kimg", "RSS start MiB", "RSS warm MiB", "RSS end MiB", "growth MiB", "MiB/hour",
            "ckpt writes", "write p50 ms", "write p99 ms", "write max ms", "ckpt MiB")

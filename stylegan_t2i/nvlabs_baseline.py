@@ -23,11 +23,11 @@ from types import ModuleType
 
 import torch
 
+from stylegan_t2i.gan.losses import critic_loss, generator_loss, gradient_penalty
+from stylegan_t2i.gan.trainer import GanTrainConfig
 from stylegan_t2i.models.critic import CriticConfig
 from stylegan_t2i.models.generator import GeneratorConfig
 from stylegan_t2i.training.ema import update_ema
-from stylegan_t2i.training.gan_trainer import TrainConfig
-from stylegan_t2i.training.losses import critic_loss, generator_loss, gradient_penalty
 
 CHECKOUT_PACKAGES = ("training", "dnnlib", "torch_utils")    # Their top-level packages, which import each other.
 
@@ -99,7 +99,7 @@ class WganGpStep:
     trains it (in training mode float32, which chooses the unfused modulated convolution).
     """
 
-    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, cfg: TrainConfig, lr: float, device: torch.device):
+    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, cfg: GanTrainConfig, lr: float, device: torch.device):
         self.G, self.D = G.to(device).train(), D.to(device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.cfg, self.device = cfg, device

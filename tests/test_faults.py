@@ -25,16 +25,16 @@ import torch
 
 from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
 from stylegan_t2i.cli import train as train_progan
-from stylegan_t2i.data import ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.data import ImageLabelDataset, IndexOrder
 from stylegan_t2i.data.demo_scenes import generate_demo_dataset
+from stylegan_t2i.gan.schedule import ProgressiveSchedule, ScheduleConfig
+from stylegan_t2i.gan.trainer import GanTrainConfig, GanTrainer
 from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.critic import Critic
 from stylegan_t2i.models.generator import Generator
 from stylegan_t2i.text.pretrain import PretrainConfig, load_text_encoder, pretrain_text_encoder, save_text_encoder
 from stylegan_t2i.training import loop, run_files
 from stylegan_t2i.training.faults import TrainingDiverged
-from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
-from stylegan_t2i.training.schedule import ProgressiveSchedule, ScheduleConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RES, BATCH = 8, 8
@@ -183,8 +183,8 @@ def _tiny_trainer(data, run_dir: Path | None, **train_cfg) -> GanTrainer:
     schedule = ProgressiveSchedule(ScheduleConfig(max_res=RES, total_kimg=1.0, stable_kimg=0.016,
                                                   fade_kimg=0.016, batch=BATCH))
     torch.manual_seed(0)
-    return GanTrainer(Generator(g_cfg), Critic(d_cfg), bundle, dataset, InfiniteSampler(len(dataset)), schedule,
-                      TrainConfig(**train_cfg), run_dir, torch.device("cpu"), ["a red circle"], {}, progress=False)
+    return GanTrainer(Generator(g_cfg), Critic(d_cfg), bundle, dataset, IndexOrder(len(dataset)), schedule,
+                      GanTrainConfig(**train_cfg), run_dir, torch.device("cpu"), ["a red circle"], {}, progress=False)
 
 
 def _state(module: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
@@ -273,7 +273,7 @@ def test_ema_half_life_counts_every_critic_batch(data, monkeypatch):
 
 
 def test_lazy_gradient_penalty_runs_every_interval_with_its_weight_scaled(data, monkeypatch):
-    import stylegan_t2i.training.gan_trainer as gan_trainer
+    import stylegan_t2i.gan.trainer as gan_trainer
     trainer = _tiny_trainer(data, None, gp_interval=3, n_critic=2)
     pattern = []
     for trainer.step in range(3):

@@ -14,11 +14,11 @@ from stylegan_t2i.cli import train_ddpm
 from stylegan_t2i.data import ImageLabelDataset
 from stylegan_t2i.data.demo_scenes import BUILTIN, SceneSet, generate_demo_dataset
 from stylegan_t2i.diffusion.trainer import DdpmTrainer
+from stylegan_t2i.gan.schedule import ProgressiveSchedule, ScheduleConfig
+from stylegan_t2i.gan.trainer import GanTrainer
 from stylegan_t2i.inference import export_for_generation, load_sampler
 from stylegan_t2i.text.pretrain import PretrainConfig, bundle_from_payload, load_text_encoder, pretrain_text_encoder
 from stylegan_t2i.text.tokenizer import UNK_ID
-from stylegan_t2i.training.gan_trainer import GanTrainer
-from stylegan_t2i.training.schedule import ProgressiveSchedule, ScheduleConfig
 
 # 8 px = stages 4x4 and 8x8; 16 images per phase, batch 8: the source ends at 8 px, alpha 1.
 GAN_TINY = ["--max_res", "8", "--batch", "8", "--kimg_per_stage", "0.016", "--text_encoder_steps", "8",

@@ -18,7 +18,7 @@ BATCH = 4
 
 
 class Stream:
-    """Dataset and sampler at once: an endless count with a resumable position."""
+    """Dataset and data order at once: an endless count with a resumable position."""
 
     def __init__(self):
         self.pos = 0
@@ -56,7 +56,7 @@ class Toy(TrainLoop):
         self.bad_steps, self.signal_at = set(bad_steps), signal_at
 
     def train_iteration(self):
-        x = torch.full((BATCH, 2), float(next(self._sampler_iter)))
+        x = torch.full((BATCH, 2), float(next(self._indices)))
         loss = self.net(x).square().mean() * (float("nan") if self.step in self.bad_steps else 1.0)
         self.stats.add({"Loss/toy": loss})
         self._apply(self.opt, loss, grad_clip=1.0)
@@ -103,7 +103,7 @@ def test_cadences_final_record_and_resume(tmp_path):
 
     again = Toy(tmp_path, log_kimg=0.008, snapshot_kimg=0.008, keep_snapshots=1)
     again.load_payload(ck)
-    assert again.nimg == 16 and again.step == 4 and again.sampler.pos == 4
+    assert again.nimg == 16 and again.step == 4 and again.order.pos == 4
     assert torch.equal(again.net.weight, toy.net.weight) and torch.equal(again.net_ema.weight, toy.net_ema.weight)
     again.fit(total_kimg=0.020)     # 16 -> 20: no tick crossed, so the final record is written
     records = read_log(tmp_path / "log.jsonl")

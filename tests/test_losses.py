@@ -1,8 +1,7 @@
 """WGAN-GP, drift, matching-aware critic loss and generator loss: closed forms and signs."""
 import torch
 
-from stylegan_t2i.images import zoom_and_shift
-from stylegan_t2i.training.losses import (
+from stylegan_t2i.gan.losses import (
     MISMATCH_MARGIN,
     MISMATCH_WEIGHT,
     alignment_loss,
@@ -10,6 +9,7 @@ from stylegan_t2i.training.losses import (
     generator_loss,
     gradient_penalty,
 )
+from stylegan_t2i.images import zoom_and_shift
 
 
 def test_penalty_of_linear_critic_is_closed_form():

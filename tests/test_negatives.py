@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan_t2i.training.negatives import CaptionPool
+from stylegan_t2i.gan.negatives import CaptionPool
 
 ATTRS = {"shape": ("circle", "square", "triangle"), "colour": ("red", "green", "blue"),
          "background": ("black", "white")}

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from stylegan_t2i.config import config_from_dict, config_to_dict
+from stylegan_t2i.gan.losses import gradient_penalty
 from stylegan_t2i.models import Critic, CriticConfig, Generator, GeneratorConfig, cpu_demo_configs
 from stylegan_t2i.models.layers import area_downsample, fade_upsample
-from stylegan_t2i.training.losses import gradient_penalty
 
 TEXT_DIM = 12
 SMALL = dict(text_dim=TEXT_DIM, max_res=32, channel_base=256, channel_max=16)

@@ -15,8 +15,8 @@ from stylegan_t2i.data import ImageLabelDataset
 from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig
 from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.gan.trainer import GanTrainConfig
 from stylegan_t2i.text.pretrain import PretrainConfig, load_text_encoder, pretrain_text_encoder, save_text_encoder
-from stylegan_t2i.training.gan_trainer import TrainConfig
 
 RES = 8
 # No --kimg_per_stage: the cpu_demo preset's per-resolution phase lengths (10 kimg at 4 px), so
@@ -61,9 +61,9 @@ def _refused(args: list[str], out) -> str:
     (["--seed", "4"], "with --seed 3, not 4"),
     (["--snapshot_kimg", "0.032"], "with --snapshot_kimg 0.016, not 0.032"),
     (["--n_critic", "2"], "with --n_critic 1, not 2"),
-    (["--align_weight", "0.25"], f"with --align_weight {TrainConfig.align_weight:g}, not 0.25"),
-    (["--negatives", "5"], f"with --negatives {TrainConfig.negatives}, not 5"),
-    (["--gp_interval", "7"], f"with --gp_interval {TrainConfig.gp_interval}, not 7"),
+    (["--align_weight", "0.25"], f"with --align_weight {GanTrainConfig.align_weight:g}, not 0.25"),
+    (["--negatives", "5"], f"with --negatives {GanTrainConfig.negatives}, not 5"),
+    (["--gp_interval", "7"], f"with --gp_interval {GanTrainConfig.gp_interval}, not 7"),
     (["--xflip"], "without --xflip"),
 ])
 def test_a_changed_flag_is_refused_with_one_line(run, tmp_path, flags, why):

@@ -1,6 +1,6 @@
 import pytest
 
-from stylegan_t2i.training.schedule import (
+from stylegan_t2i.gan.schedule import (
     ProgressiveSchedule,
     ScheduleConfig,
     cpu_demo_schedule,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
 from stylegan_t2i.cli import train_ddpm
-from stylegan_t2i.data import ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.data import ImageLabelDataset, IndexOrder
 from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer, bucket_names
@@ -107,7 +107,7 @@ def _tiny_trainer(data, run_a, run_dir=None, **cfg):
                           attention_resolutions=(4,), context_dim=bundle.text_cfg.dim, num_heads=4, groups=8)
     torch.manual_seed(0)
     train_cfg = DdpmTrainConfig(**{"batch": BATCH, "lr_warmup_kimg": 0.0, **cfg})
-    return DdpmTrainer(UNet(unet_cfg), bundle, dataset, InfiniteSampler(len(dataset)), SchedulerConfig(),
+    return DdpmTrainer(UNet(unet_cfg), bundle, dataset, IndexOrder(len(dataset)), SchedulerConfig(),
                        train_cfg, run_dir, torch.device("cpu"), ["a red circle"], {}, progress=False)
 
 

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from stylegan_t2i.gan.schedule import Phase, ProgressiveSchedule, cpu_demo_schedule
+from stylegan_t2i.gan.trainer import GanTrainConfig, GanTrainer, StepText
 from stylegan_t2i.measure import reset_peak_memory, sync
 from stylegan_t2i.models.critic import Critic, CriticConfig
 from stylegan_t2i.models.generator import Generator
@@ -20,11 +22,9 @@ from stylegan_t2i.models.presets import cpu_demo_configs, nvlabs_size_configs
 from stylegan_t2i.text.contrastive import ContrastiveModel
 from stylegan_t2i.text.pretrain import PretrainConfig, TextEncoderBundle, model_configs
 from stylegan_t2i.training.ema import ema_beta
-from stylegan_t2i.training.gan_trainer import GanTrainer, StepText, TrainConfig
-from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, cpu_demo_schedule
 
 CONFIGS = {"cpu_demo": cpu_demo_configs, "nvlabs": nvlabs_size_configs}
-TRAIN_CONFIGS = {"cpu_demo": TrainConfig(), "nvlabs": TrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
+TRAIN_CONFIGS = {"cpu_demo": GanTrainConfig(), "nvlabs": GanTrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
 TEXT_DIMS = {"cpu_demo": PretrainConfig().embed_dim, "nvlabs": 256}
 
 
@@ -51,7 +51,7 @@ def build_trainer(
     schedule = ProgressiveSchedule(cpu_demo_schedule(max_res=res))
     text_cfg, image_cfg = model_configs(PretrainConfig(), vocab_size=64)
     bundle = TextEncoderBundle(None, ContrastiveModel(text_cfg, image_cfg).to(device), text_cfg, image_cfg)
-    trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=bundle, dataset=None, sampler=(),
+    trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=bundle, dataset=None, order=(),
                          schedule=schedule, cfg=TRAIN_CONFIGS[config], run_dir=None, device=device,
                          sample_prompts=[], configs={}, progress=False)
     phase = Phase(stage=g_cfg.num_stages - 1, alpha=1.0, res=res, batch=batch, lr=schedule.cfg.lr)
@@ -123,7 +123,7 @@ def time_phases(
     return [statistics.median(column) for column in zip(*samples)]
 
 
-def late_ema_beta(cfg: TrainConfig, batch: int) -> float:
+def late_ema_beta(cfg: GanTrainConfig, batch: int) -> float:
     """The EMA decay of one step late in training (past the ramp-up), for NVlabs' EMA update."""
     return ema_beta(batch, 10 ** 7, cfg.ema_kimg, cfg.ema_rampup)
 

@@ -27,9 +27,9 @@ from generator_bench.harness import (
 )
 from generator_bench.report import markdown
 from stylegan_t2i import nvlabs_baseline
+from stylegan_t2i.gan.schedule import ProgressiveSchedule, cpu_demo_schedule
 from stylegan_t2i.measure import dense_conv_gflops, memory_label, peak_memory_mib, sgemm_gflops
 from stylegan_t2i.models.generator import GeneratorConfig
-from stylegan_t2i.training.schedule import ProgressiveSchedule, cpu_demo_schedule
 
 COLUMNS = ("res", "batch", "network", "G fwd img/s", "G conv GFLOP/img", "G GFLOP/s", "% of conv ceiling",
            "train batch", "train step img/s", "critic ms", "G step ms")

@@ -37,17 +37,17 @@ from stylegan_t2i.cli.run_setup import (
     with_given_flags,
 )
 from stylegan_t2i.config import config_from_dict, config_to_dict
-from stylegan_t2i.data import InfiniteSampler
+from stylegan_t2i.data import IndexOrder
 from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.gan.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
+from stylegan_t2i.gan.trainer import GanTrainConfig, GanTrainer
 from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.critic import Critic, CriticConfig
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
-from stylegan_t2i.training.gan_trainer import GanTrainer, TrainConfig
-from stylegan_t2i.training.schedule import SCHEDULE_PRESETS, ProgressiveSchedule, ScheduleConfig
 
 # What the per-resolution tables of a preset hold, by the flag that replaces them with one value.
 PER_RES = {"kimg_per_stage": "phase lengths", "batch": "batch sizes", "lr": "learning rates"}
-# The flags that set TrainConfig fields of the same name.
+# The flags that set GanTrainConfig fields of the same name.
 TRAIN_FLAGS = ("n_critic", "align_weight", "negatives", "gp_interval", "seed", "snapshot_kimg")
 # What a fine-tuned run takes from its checkpoint whatever the flags say.
 FINETUNE_KEEPS = {dest: "the run keeps the checkpoint's networks and trains only at its final resolution"
@@ -70,15 +70,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     sched.add_argument("--lr", type=float, help="Adam learning rate of G and D")
     sched.add_argument("--n_critic", type=int, default=1, help="critic steps per generator step (default: 1)")
     loss = p.add_argument_group("losses")
-    loss.add_argument("--align_weight", type=float, default=TrainConfig.align_weight,
+    loss.add_argument("--align_weight", type=float, default=GanTrainConfig.align_weight,
                       help="weight of the generator's image-caption alignment loss in the frozen contrastive "
-                           f"encoder's space; 0 turns it off (default: {TrainConfig.align_weight:g})")
-    loss.add_argument("--gp_interval", type=int, default=TrainConfig.gp_interval,
+                           f"encoder's space; 0 turns it off (default: {GanTrainConfig.align_weight:g})")
+    loss.add_argument("--gp_interval", type=int, default=GanTrainConfig.gp_interval,
                       help="gradient penalty on every N-th critic step, weighted by N (lazy regularisation; "
-                           f"1 = every step) (default: {TrainConfig.gp_interval})")
-    loss.add_argument("--negatives", type=int, default=TrainConfig.negatives,
+                           f"1 = every step) (default: {GanTrainConfig.gp_interval})")
+    loss.add_argument("--negatives", type=int, default=GanTrainConfig.negatives,
                       help="hard-negative captions scored against each real image in the critic's matching "
-                           f"term (default: {TrainConfig.negatives})")
+                           f"term (default: {GanTrainConfig.negatives})")
     args = p.parse_args(argv)
     check_data_arguments(p, args)
     if args.align_weight < 0 or args.negatives < 1 or args.gp_interval < 1:
@@ -109,7 +109,7 @@ def with_schedule_flags(cfg: ScheduleConfig, args) -> ScheduleConfig:
 def gan_trained_with(args, config: dict) -> dict[str, tuple[Any, str]]:
     """Flag dest -> (value, how to say it) that a `gan` checkpoint's configs were trained with."""
     sched = config_from_dict(ScheduleConfig, config["schedule"])
-    train_cfg = config_from_dict(TrainConfig, config["train"])
+    train_cfg = config_from_dict(GanTrainConfig, config["train"])
     was = {"preset": _trained_preset(args.preset, sched), "max_res": flag_setting("max_res", sched.max_res)}
     for dest, value in _schedule_flags(sched).items():
         was[dest] = (flag_setting(dest, value) if value is not None
@@ -141,13 +141,13 @@ def _trained_preset(name: str, sched: ScheduleConfig) -> tuple[Any, str]:
     return flag_setting("preset", fits[0]) if fits else (NO_FLAG, "a schedule that no --preset gives now")
 
 
-def trained_configs(config: dict) -> tuple[GeneratorConfig, CriticConfig, ScheduleConfig, TrainConfig]:
+def trained_configs(config: dict) -> tuple[GeneratorConfig, CriticConfig, ScheduleConfig, GanTrainConfig]:
     """The config dataclasses of a `gan` checkpoint's configs."""
     return (config_from_dict(GeneratorConfig, config["generator"]), config_from_dict(CriticConfig, config["critic"]),
-            config_from_dict(ScheduleConfig, config["schedule"]), config_from_dict(TrainConfig, config["train"]))
+            config_from_dict(ScheduleConfig, config["schedule"]), config_from_dict(GanTrainConfig, config["train"]))
 
 
-def finetune_configs(args, config: dict) -> tuple[GeneratorConfig, CriticConfig, ScheduleConfig, TrainConfig]:
+def finetune_configs(args, config: dict) -> tuple[GeneratorConfig, CriticConfig, ScheduleConfig, GanTrainConfig]:
     """A fine-tuned run's configs: its checkpoint's networks; its schedule at the final resolution
     only (start_res = max_res: alpha = 1 from the first step, no regrowing) for --total_kimg
     (default FINETUNE_KIMG); its batch, lr and training settings unless their flags are given."""
@@ -169,7 +169,7 @@ def build(args, resumed: dict | None, source: dict | None, text_dim: int):
     else:
         sched_cfg = schedule_config(args)
         g_cfg, d_cfg = cpu_demo_configs(text_dim, max_res=sched_cfg.max_res)
-        train_cfg = TrainConfig(n_critic=args.n_critic, seed=args.seed, snapshot_kimg=args.snapshot_kimg,
+        train_cfg = GanTrainConfig(n_critic=args.n_critic, seed=args.seed, snapshot_kimg=args.snapshot_kimg,
                                 align_weight=args.align_weight, negatives=args.negatives,
                                 gp_interval=args.gp_interval)
     torch.manual_seed(train_cfg.seed)
@@ -183,8 +183,8 @@ def train(args, dist: Distributed, device: torch.device) -> Path | None:
         args, "gan", "", gan_trained_with, lambda c: c["schedule"]["max_res"], args.max_res or 32, dist, device)
     configs, G, D, sched_cfg, train_cfg = build(args, resumed, source, bundle.text_cfg.embed_dim)
     check_batches_split(dist, {sched_cfg.batch, *dict(sched_cfg.batch_by_res).values()})
-    sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
-    trainer = GanTrainer(G, D, bundle, dataset, sampler, ProgressiveSchedule(sched_cfg), train_cfg,
+    order = IndexOrder(len(dataset), seed=train_cfg.seed)
+    trainer = GanTrainer(G, D, bundle, dataset, order, ProgressiveSchedule(sched_cfg), train_cfg,
                          run_dir, device, prompts, configs, dist=dist)
     record_finetune(args, configs, source, resumed, load_finetune_weights(trainer, source, args.finetune))
     record_data_config(args, configs, dataset, run_dir, dist)

@@ -38,7 +38,7 @@ from stylegan_t2i.cli.run_setup import (
     with_given_flags,
 )
 from stylegan_t2i.config import config_from_dict, config_to_dict
-from stylegan_t2i.data import InfiniteSampler
+from stylegan_t2i.data import IndexOrder
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig, cpu_demo_unet
 from stylegan_t2i.diffusion.trainer import DdpmTrainConfig, DdpmTrainer
 from stylegan_t2i.distributed import Distributed
@@ -115,8 +115,8 @@ def train(args, dist: Distributed, device: torch.device) -> Path | None:
     # The UNet cross-attends to the encoder's token features [B, L, text_cfg.dim].
     configs, unet, sched_cfg, train_cfg = build(args, resumed, source, bundle.text_cfg.dim)
     check_batches_split(dist, [train_cfg.batch])
-    sampler = InfiniteSampler(len(dataset), seed=train_cfg.seed)
-    trainer = DdpmTrainer(unet, bundle, dataset, sampler, sched_cfg, train_cfg, run_dir, device, prompts, configs,
+    order = IndexOrder(len(dataset), seed=train_cfg.seed)
+    trainer = DdpmTrainer(unet, bundle, dataset, order, sched_cfg, train_cfg, run_dir, device, prompts, configs,
                           dist=dist)
     record_finetune(args, configs, source, resumed, load_finetune_weights(trainer, source, args.finetune))
     record_data_config(args, configs, dataset, run_dir, dist)

@@ -1,6 +1,6 @@
-"""Captioned image data: image_dir + label_dir pairs, one uint8 cache, resumable sampling."""
+"""Captioned image data: image_dir + label_dir pairs, one uint8 cache, a resumable data order."""
 from stylegan_t2i.data.dataset import ImageLabelDataset, ResolutionView, area_downsample
-from stylegan_t2i.data.sampler import InfiniteSampler
+from stylegan_t2i.data.order import IndexOrder
 from stylegan_t2i.data.scan import DatasetError, SkipReport
 
-__all__ = ["ImageLabelDataset", "ResolutionView", "InfiniteSampler", "SkipReport", "DatasetError", "area_downsample"]
+__all__ = ["ImageLabelDataset", "ResolutionView", "IndexOrder", "SkipReport", "DatasetError", "area_downsample"]

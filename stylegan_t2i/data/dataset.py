@@ -2,7 +2,7 @@
 
     ds = ImageLabelDataset("imgs", "txt", resolution=64)
     img_u8, caption = ds[i]          # uint8 [3, 64, 64], one of sample i's captions
-    loader = DataLoader(ds.view(16), batch_size=32, sampler=InfiniteSampler(len(ds)))
+    loader = DataLoader(ds.view(16), batch_size=32, sampler=IndexOrder(len(ds)))
 
 Every random choice (which caption, whether to flip) comes from one `torch.Generator` owned by
 the dataset, so a training loop can save and restore it (`state_dict`) and resume bit-exactly.

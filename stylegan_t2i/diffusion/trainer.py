@@ -10,7 +10,7 @@ Layout of a `ddpm` checkpoint (plain data, `weights_only=True` loadable):
     config:        {"unet", "scheduler", "train", "data"} JSON-able dicts
     unet, unet_ema: state dicts;  optimizer: AdamW state dict  (`checkpointed`)
     progress:      {"nimg", "step"}
-    rng:           {"torch", "cuda", "dataset", "sampler"}
+    rng:           {"torch", "cuda", "dataset", "sampler" (the data order's position)}
     text_encoder:  the frozen text encoder with its tokenizer (see text.pretrain)
     sample:        {"prompts", "seeds"} used for the progress grids
 """
@@ -70,7 +70,7 @@ class DdpmTrainer(TrainLoop):
         unet:           UNet,                   # Freshly initialised (or about to be loaded).
         text_bundle:    TextEncoderBundle,      # Frozen caption encoder; token features condition the UNet.
         dataset,                                # ImageLabelDataset at the UNet's resolution.
-        sampler,                                # InfiniteSampler over the dataset.
+        order,                                  # IndexOrder over the dataset.
         scheduler_cfg:  SchedulerConfig,        # Noise schedule (β_t, T).
         cfg:            DdpmTrainConfig,
         run_dir:        Path | None,            # None: no files, no logs (tests).
@@ -81,7 +81,7 @@ class DdpmTrainer(TrainLoop):
         dist:           Distributed = Distributed(),  # Data-parallel place; cfg.batch is the global batch.
     ):
         assert dataset.resolution == unet.cfg.resolution, (dataset.resolution, unet.cfg.resolution)
-        super().__init__(text_bundle, dataset, sampler, cfg, run_dir, device, sample_prompts, configs,
+        super().__init__(text_bundle, dataset, order, cfg, run_dir, device, sample_prompts, configs,
                          progress, dist)
         self.share = dist.share(cfg.batch)
         self.unet = unet.to(device)
@@ -106,7 +106,7 @@ class DdpmTrainer(TrainLoop):
         """This rank's share of a global minibatch: img [b, 3, R, R] in [-1, 1] on the device and
         one caption per image. Every rank reads all items of the global batch (cheap reads of the
         uint8 cache) so the dataset's caption/flip generator advances identically on every rank."""
-        items = self.share.take([self.dataset[next(self._sampler_iter)] for _ in range(self.cfg.batch)])
+        items = self.share.take([self.dataset[next(self._indices)] for _ in range(self.cfg.batch)])
         return from_uint8(torch.stack([im for im, _ in items])).to(self.device), [c for _, c in items]
 
     def drop_captions(self, captions: Sequence[str], share: BatchShare | None = None) -> list[str]:

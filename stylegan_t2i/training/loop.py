@@ -15,7 +15,7 @@ handling and the final checkpoint. A model family subclasses it and supplies onl
     progress_extra()      more "progress" entries of the payload (default: none)
     log_tick(values, s)   its scalars of a log tick, and the progress bar's postfix
 
-The GAN (`training.gan_trainer.GanTrainer`) and the DDPM (`diffusion.trainer.DdpmTrainer`) are
+The GAN (`gan.trainer.GanTrainer`) and the DDPM (`diffusion.trainer.DdpmTrainer`) are
 the two. The text encoder's pretraining (`text.pretrain`) is lighter (no EMA, no snapshots) and
 uses the same pieces below the class: `faults.apply_gradients` and `interrupt.GracefulInterrupt`.
 """
@@ -43,7 +43,7 @@ from stylegan_t2i.training.stats import RunningMeans
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """The fields every trainer's config has; `TrainConfig` (GAN) and `DdpmTrainConfig` inherit
+    """The fields every trainer's config has; `GanTrainConfig` (GAN) and `DdpmTrainConfig` inherit
     them, so checkpoints keep one flat "train" dict."""
     ema_kimg: float = 10.0         # EMA half-life of the trained network in kimg.
     ema_rampup: float = 0.05       # Half-life is at most this fraction of images shown so far.
@@ -72,7 +72,7 @@ class TrainLoop:
     def __init__(self,
         text_bundle,                            # Frozen caption encoder (TextEncoderBundle).
         dataset,                                # ImageLabelDataset.
-        sampler,                                # InfiniteSampler over the dataset.
+        order,                                  # IndexOrder over the dataset: which item comes next.
         cfg:            LoopConfig,             # The family's config (a LoopConfig subclass).
         run_dir:        Path | None,            # None: no files, no logs (tests).
         device:         torch.device,
@@ -83,8 +83,8 @@ class TrainLoop:
     ):
         self.dist, self.cfg = dist, cfg
         self.text = text_bundle
-        self.dataset, self.sampler = dataset, sampler
-        self._sampler_iter = iter(sampler)
+        self.dataset, self.order = dataset, order
+        self._indices = iter(order)
         # Rank 0 alone writes checkpoints, grids and logs.
         self.run_dir = Path(run_dir) if run_dir is not None and dist.is_main else None
         self.device, self.configs, self.progress = device, configs, progress and dist.is_main
@@ -133,7 +133,7 @@ class TrainLoop:
             "config": self.configs,
             **{key: obj.state_dict() for key, obj in self.checkpointed().items()},
             "progress": {"nimg": self.nimg, **self.progress_extra(), "step": self.step},
-            "rng": run_files.rng_state(self.device, self.dataset, self.sampler),
+            "rng": run_files.rng_state(self.device, self.dataset, self.order),
             "text_encoder": text_encoder_payload(self.text),
             "sample": {"prompts": self.sample_prompts, "seeds": self.sample_seeds},
         }
@@ -143,8 +143,8 @@ class TrainLoop:
         for key, obj in self.checkpointed().items():
             obj.load_state_dict(data[key])
         self.nimg, self.step = int(data["progress"]["nimg"]), int(data["progress"]["step"])
-        run_files.restore_rng_state(data["rng"], self.device, self.dataset, self.sampler)
-        self._sampler_iter = iter(self.sampler)
+        run_files.restore_rng_state(data["rng"], self.device, self.dataset, self.order)
+        self._indices = iter(self.order)
         self.sample_prompts = list(data["sample"]["prompts"])
         self.sample_seeds = list(data["sample"]["seeds"])
 

@@ -98,21 +98,23 @@ def prune_snapshots(run_dir: Path, keep: int) -> None:
         partial.unlink(missing_ok=True)
 
 
-def rng_state(device: torch.device, dataset, sampler) -> dict:
+def rng_state(device: torch.device, dataset, order) -> dict:
     """Every random state a resumed run needs: torch (and CUDA), the dataset's caption/flip
-    generator and the sampler's position."""
-    state = {"torch": torch.get_rng_state(), "dataset": dataset.state_dict(), "sampler": sampler.state_dict()}
+    generator and the data order's position (`data.order.IndexOrder`)."""
+    # The order's position is stored under "sampler", the key checkpoints written before the
+    # class was renamed already use: renaming it would stop those runs from resuming.
+    state = {"torch": torch.get_rng_state(), "dataset": dataset.state_dict(), "sampler": order.state_dict()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict, device: torch.device, dataset, sampler) -> None:
+def restore_rng_state(state: dict, device: torch.device, dataset, order) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
     dataset.load_state_dict(state["dataset"])
-    sampler.load_state_dict(state["sampler"])
+    order.load_state_dict(state["sampler"])      # The key rng_state keeps for old checkpoints.
 
 
 def all_finite(module: torch.nn.Module) -> bool:

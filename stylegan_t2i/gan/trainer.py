@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.distributed import Distributed
+from stylegan_t2i.gan.losses import alignment_loss, critic_loss, generator_loss, gradient_penalty
+from stylegan_t2i.gan.negatives import CaptionPool
+from stylegan_t2i.gan.schedule import Phase, ProgressiveSchedule, remaining_seconds
 from stylegan_t2i.images import from_uint8, zoom_and_shift
 from stylegan_t2i.inference import GanSampler
 from stylegan_t2i.models.layers import fade_upsample
 from stylegan_t2i.training.loop import LoopConfig, TrainLoop
-from stylegan_t2i.training.losses import alignment_loss, critic_loss, generator_loss, gradient_penalty
-from stylegan_t2i.training.negatives import CaptionPool
-from stylegan_t2i.training.schedule import Phase, ProgressiveSchedule, remaining_seconds
 
 # G's alignment loss weight. Its gradient on an image, like the critic's under the gradient
 # penalty, is of order one per image; see docs/architecture.md ("Losses") for how it was chosen.
@@ -41,7 +41,7 @@ class StepText:
 
 
 @dataclass(frozen=True)
-class TrainConfig(LoopConfig):
+class GanTrainConfig(LoopConfig):
     """The GAN's training config: `LoopConfig`'s shared fields, then these."""
     n_critic: int = 1              # Critic steps per generator step.
     gp_weight: float = 10.0        # WGAN-GP lambda (Gulrajani et al. 2017).
@@ -63,11 +63,11 @@ class GanTrainer(TrainLoop):
     # tqdm's own ETA would extrapolate the current stage's speed; the schedule's is in the postfix.
     BAR_FORMAT = TrainLoop.BAR_FORMAT.replace("<{remaining}", "")
 
-    def __init__(self, G, D, text_bundle, dataset, sampler, schedule: ProgressiveSchedule,
-                 cfg: TrainConfig, run_dir: Path | None, device: torch.device,
+    def __init__(self, G, D, text_bundle, dataset, order, schedule: ProgressiveSchedule,
+                 cfg: GanTrainConfig, run_dir: Path | None, device: torch.device,
                  sample_prompts: Sequence[str], configs: dict, progress: bool = True,
                  dist: Distributed = Distributed()):
-        super().__init__(text_bundle, dataset, sampler, cfg, run_dir, device, sample_prompts, configs,
+        super().__init__(text_bundle, dataset, order, cfg, run_dir, device, sample_prompts, configs,
                          progress, dist)
         self.G, self.D = G.to(device), D.to(device)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -117,7 +117,7 @@ class GanTrainer(TrainLoop):
         Every rank reads all items of the global batch (cheap reads of the uint8 cache) so the
         dataset's caption/flip generator advances identically on every rank."""
         view = self.dataset.view(phase.res)
-        items = [view[next(self._sampler_iter)] for _ in range(phase.batch)]
+        items = [view[next(self._indices)] for _ in range(phase.batch)]
         img = from_uint8(torch.stack([im for im, _ in share.take(items)])).to(self.device)
         if phase.alpha < 1.0:
             # ProGAN: while the new block fades in, reals are blended with their

@@ -12,9 +12,9 @@ import torch
 
 # Matching-aware term (Reed et al. 2016): a real image with a wrong caption must
 # score below the same image with its own caption (the trainer draws hard negatives, see
-# training/negatives.py). Written as a margin ranking
-# hinge rather than as a third, linear "fake" expectation: the gradient penalty
-# only constrains D along the image, so a linear term lets D push D(x, c') down
+# gan/negatives.py). Written as a margin ranking hinge rather than as a third, linear
+# "fake" expectation: the gradient penalty only constrains D along the image, so a linear
+# term lets D push D(x, c') down
 # without bound through the caption projection. Measured on the demo preset:
 # the linear 50/50 form drove E[D(x, c')] to -500 and the penalty to 66 within
 # 40 kimg, with fakes outscoring reals. The hinge stops once the gap reaches

@@ -1,4 +1,4 @@
-"""Resolution views, caption/flip randomness and resume, DataLoader collate, InfiniteSampler."""
+"""Resolution views, caption/flip randomness and resume, DataLoader collate, IndexOrder."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegan_t2i.data import ImageLabelDataset, InfiniteSampler
+from stylegan_t2i.data import ImageLabelDataset, IndexOrder
 
 RES = 16
 
@@ -77,7 +77,7 @@ def test_captions_and_flips_follow_one_generator(dataset_dirs):
 
 def test_dataloader_collate(dataset_dirs):
     ds = _dataset(dataset_dirs)
-    loader = torch.utils.data.DataLoader(ds.view(8), batch_size=4, sampler=InfiniteSampler(len(ds), seed=1))
+    loader = torch.utils.data.DataLoader(ds.view(8), batch_size=4, sampler=IndexOrder(len(ds), seed=1))
     img_u8, captions = next(iter(loader))
     assert img_u8.dtype == torch.uint8 and img_u8.shape == (4, 3, 8, 8)
     # torch's default_collate turns a column of str into a tuple (not a list): callers use list(captions).
@@ -87,29 +87,29 @@ def test_dataloader_collate(dataset_dirs):
         assert torch.equal(img, ds.view(8).images[i])
 
 
-def _take(sampler: InfiniteSampler, n: int) -> list[int]:
-    return list(itertools.islice(iter(sampler), n))
+def _take(order: IndexOrder, n: int) -> list[int]:
+    return list(itertools.islice(iter(order), n))
 
 
-def test_sampler_epochs_are_permutations():
-    s = InfiniteSampler(7, seed=5)
+def test_order_epochs_are_permutations():
+    s = IndexOrder(7, seed=5)
     stream = _take(s, 21)
     for e in range(3):
         epoch = stream[7 * e: 7 * e + 7]
         assert sorted(epoch) == list(range(7))
         assert epoch == torch.randperm(7, generator=torch.Generator().manual_seed(5 + e)).tolist()
     assert stream[:7] != stream[7:14]
-    assert _take(InfiniteSampler(5, shuffle=False), 7) == [0, 1, 2, 3, 4, 0, 1]
+    assert _take(IndexOrder(5, shuffle=False), 7) == [0, 1, 2, 3, 4, 0, 1]
 
 
-def test_sampler_resume_continues_exactly():
-    ref = _take(InfiniteSampler(5, seed=9), 12)
-    s = InfiniteSampler(5, seed=9)
+def test_order_resume_continues_exactly():
+    ref = _take(IndexOrder(5, seed=9), 12)
+    s = IndexOrder(5, seed=9)
     head = _take(s, 7)
     state = s.state_dict()
     assert state == {"epoch": 1, "position": 2}
-    resumed = InfiniteSampler(5, seed=9)
+    resumed = IndexOrder(5, seed=9)
     resumed.load_state_dict(state)
     assert head + _take(resumed, 5) == ref
     with pytest.raises(ValueError):
-        InfiniteSampler(0)
+        IndexOrder(0)

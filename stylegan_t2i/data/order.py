@@ -1,4 +1,5 @@
-"""`InfiniteSampler`: an endless, resumable stream of dataset indices."""
+"""`IndexOrder`: the order in which training draws dataset items, an endless, resumable stream
+of indices. (The image samplers are `stylegan_t2i.inference`'s; this only orders the data.)"""
 from __future__ import annotations
 
 from typing import Iterator
@@ -6,8 +7,9 @@ from typing import Iterator
 import torch
 
 
-class InfiniteSampler(torch.utils.data.Sampler):
+class IndexOrder(torch.utils.data.Sampler):
     """Yields indices forever: epoch e is a permutation of range(num_items) seeded by seed + e.
+    A torch `Sampler`, so a DataLoader takes it as its `sampler=`.
 
     Under data-parallel training every rank iterates the same stream and keeps its slice of each
     global batch (stylegan_t2i/distributed.py), so the stream does not depend on the number of
