@@ -15,6 +15,7 @@ import torch
 from stylegan_t2i.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from stylegan_t2i.cli import generate
 from stylegan_t2i.cli import train as train_progan
+from stylegan_t2i.cli.run_setup import load_resume
 from stylegan_t2i.data.demo_scenes import generate_demo_dataset
 from stylegan_t2i.distributed import Distributed
 from stylegan_t2i.training import run_files
@@ -40,8 +41,8 @@ def _snapshot(run, nimg: int, kind: str = "gan"):
 
 
 def _resume_auto(out, kind: str = "gan"):
-    args = argparse.Namespace(resume="auto", out=out)
-    return train_progan.load_resume(args, kind, Distributed(), torch.device("cpu"))
+    args = argparse.Namespace(resume="auto", out=out, finetune=None)
+    return load_resume(args, kind, Distributed(), torch.device("cpu"))
 
 
 def _warnings(err: str) -> list[str]:

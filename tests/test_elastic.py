@@ -158,8 +158,8 @@ def test_resume_auto_restarts_a_run_without_checkpoints_in_its_own_directory(tmp
 
 
 def test_restarts_without_resume_auto_are_warned_about(tmp_path, capsys):
-    args = Namespace(resume=None, out=tmp_path)
+    args = Namespace(resume=None, out=tmp_path, finetune=None)
     assert load_resume(args, "gan", Distributed(max_restarts=1), torch.device("cpu")) == (None, None)
     assert "warning: torchrun --max-restarts without --resume auto" in capsys.readouterr().err
-    load_resume(Namespace(resume="auto", out=tmp_path), "gan", Distributed(max_restarts=1), torch.device("cpu"))
+    load_resume(Namespace(resume="auto", out=tmp_path, finetune=None), "gan", Distributed(max_restarts=1), torch.device("cpu"))
     assert "warning" not in capsys.readouterr().err

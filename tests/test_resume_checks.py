@@ -10,6 +10,7 @@ import torch
 from stylegan_t2i.checkpoint import load_checkpoint, save_checkpoint
 from stylegan_t2i.cli import train as train_progan
 from stylegan_t2i.cli import train_ddpm
+from stylegan_t2i.cli.run_setup import check_resume_flags, load_resume
 from stylegan_t2i.config import config_to_dict
 from stylegan_t2i.data import ImageLabelDataset
 from stylegan_t2i.data.demo_scenes import generate_demo_dataset
@@ -126,9 +127,9 @@ def test_a_resume_without_flags_takes_xflip_from_the_checkpoint(run, tmp_path):
     flipped = save_checkpoint(tmp_path / "flipped.pt", "gan", {k: v for k, v in ck.items()
                                                               if k not in ("format", "version", "kind")})
     args = train_progan.parse_args(run["data"] + ["--resume", str(flipped)])
-    resumed, _ = train_progan.load_resume(args, "gan", Distributed(), torch.device("cpu"))
+    resumed, _ = load_resume(args, "gan", Distributed(), torch.device("cpu"))
     assert not args.xflip
-    train_progan.check_resume_flags(args, resumed, train_progan.gan_trained_with)
+    check_resume_flags(args, resumed, train_progan.gan_trained_with)
     assert args.xflip
 
 
