@@ -8,7 +8,8 @@ import math
 import random
 from pathlib import Path
 
-from stylegan_t2i.data import ImageLabelDataset
+from stylegan_t2i.checkpoint import CheckpointError
+from stylegan_t2i.data import DatasetError, ImageLabelDataset
 from stylegan_t2i.data.demo_scenes import (
     DEMO_DIR_ENV,
     all_combinations,
@@ -246,3 +247,12 @@ def write_json(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
     return path
+
+
+def run_reporting(command, *args):
+    """`command(*args)` of an evaluation command (evaluate, compare, sweep), a checkpoint or
+    dataset problem turned into a one-line error."""
+    try:
+        return command(*args)
+    except (CheckpointError, DatasetError) as e:
+        raise SystemExit(f"error: {e}") from None

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stylegan_t2i.checkpoint import CheckpointError
 from stylegan_t2i.cli.common import (
     add_eval_arguments,
     check_data_arguments,
@@ -37,10 +36,10 @@ from stylegan_t2i.cli.common import (
     json_safe,
     open_dataset,
     parse_steps,
+    run_reporting,
     write_json,
 )
 from stylegan_t2i.config import config_to_dict
-from stylegan_t2i.data import DatasetError
 from stylegan_t2i.distributed import resolve_device
 from stylegan_t2i.evaluation import (
     EvalConfig,
@@ -299,10 +298,7 @@ def compare(args, argv: list[str]) -> dict:
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    try:
-        return compare(args, argv)
-    except (CheckpointError, DatasetError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run_reporting(compare, args, argv)
 
 
 if __name__ == "__main__":

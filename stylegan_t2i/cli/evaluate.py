@@ -20,10 +20,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stylegan_t2i.checkpoint import CheckpointError
-from stylegan_t2i.cli.common import add_eval_arguments, check_data_arguments, eval_config, open_dataset, write_json
+from stylegan_t2i.cli.common import (
+    add_eval_arguments,
+    check_data_arguments,
+    eval_config,
+    open_dataset,
+    run_reporting,
+    write_json,
+)
 from stylegan_t2i.config import config_to_dict
-from stylegan_t2i.data import DatasetError
 from stylegan_t2i.distributed import resolve_device
 from stylegan_t2i.evaluation import EvalConfig, evaluate_sampler
 from stylegan_t2i.inference import DdpmOptions, load_sampler
@@ -86,10 +91,7 @@ def evaluate(args) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    try:
-        return evaluate(args)
-    except (CheckpointError, DatasetError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run_reporting(evaluate, args)
 
 
 if __name__ == "__main__":

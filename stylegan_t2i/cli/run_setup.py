@@ -205,8 +205,13 @@ def record_data_config(args, configs: dict, dataset, run_dir: Path, dist: Distri
         save_config_json(run_dir / "config.json", configs)
 
 
-def run_to_end(trainer, resumed: dict | None, configs: dict, total_kimg: float, prompts: list[str]) -> Path | None:
-    """Restore a resumed trainer (or log the config of a new run), train, say where the result is."""
+def run_to_end(args, trainer, resumed: dict | None, source: dict | None, configs: dict, dataset, run_dir: Path,
+               total_kimg: float, prompts: list[str]) -> Path | None:
+    """Start a fine-tuned trainer's networks from its checkpoint (`load_finetune_weights`), write
+    config.json with the fine-tune and data records, restore a resumed trainer (or log the config
+    of a new run), train, say where the result is."""
+    record_finetune(args, configs, source, resumed, load_finetune_weights(trainer, source, args.finetune))
+    record_data_config(args, configs, dataset, run_dir, trainer.dist)
     if resumed is not None:
         trainer.load_payload(resumed)
     else:

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stylegan_t2i.checkpoint import CheckpointError
 from stylegan_t2i.cli.common import (
     add_eval_arguments,
     check_data_arguments,
@@ -43,10 +42,10 @@ from stylegan_t2i.cli.common import (
     open_dataset,
     parse_guidance,
     parse_steps,
+    run_reporting,
     write_json,
 )
 from stylegan_t2i.config import config_to_dict
-from stylegan_t2i.data import DatasetError
 from stylegan_t2i.distributed import resolve_device
 from stylegan_t2i.evaluation import eval_seeds, evaluate_sampler
 from stylegan_t2i.images import caption_band, make_grid, resize_batch, save_png, to_uint8
@@ -222,10 +221,7 @@ def sweep(args, argv: list[str]) -> dict:
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    try:
-        return sweep(args, argv)
-    except (CheckpointError, DatasetError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run_reporting(sweep, args, argv)
 
 
 if __name__ == "__main__":

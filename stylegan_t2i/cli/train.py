@@ -28,9 +28,6 @@ from stylegan_t2i.cli.run_setup import (
     FINETUNE_KIMG,
     NO_FLAG,
     flag_setting,
-    load_finetune_weights,
-    record_data_config,
-    record_finetune,
     run_entry_point,
     run_to_end,
     start_run,
@@ -186,9 +183,7 @@ def train(args, dist: Distributed, device: torch.device) -> Path | None:
     order = IndexOrder(len(dataset), seed=train_cfg.seed)
     trainer = GanTrainer(G, D, bundle, dataset, order, ProgressiveSchedule(sched_cfg), train_cfg,
                          run_dir, device, prompts, configs, dist=dist)
-    record_finetune(args, configs, source, resumed, load_finetune_weights(trainer, source, args.finetune))
-    record_data_config(args, configs, dataset, run_dir, dist)
-    return run_to_end(trainer, resumed, configs, sched_cfg.total_kimg, prompts)
+    return run_to_end(args, trainer, resumed, source, configs, dataset, run_dir, sched_cfg.total_kimg, prompts)
 
 
 def main(argv=None) -> Path | None:
