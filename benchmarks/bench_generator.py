@@ -32,7 +32,8 @@ The table (generator_bench/table.py), one row per network and resolution:
                      interpreter and libraries); CUDA: torch.cuda.max_memory_allocated. Over all
                      the measurements of the row.
 Times are medians of --repeats timed calls after --warmup untimed ones; a timed training call
-runs gp_interval iterations (one lazy-penalty cycle) and is divided by that count.
+runs gp_interval iterations (one lazy-penalty cycle) and is divided by that count; --gp_interval 1
+times our step with the penalty on every step, the same maths as NVlabs' WGAN-GP step.
 
 --nvlabs PATH adds, per resolution, NVlabs' Generator and Discriminator at the same size
 (`stylegan_t2i/nvlabs_baseline.py`: imported at run time from a checkout of NVlabs/stylegan2-ada-pytorch,
@@ -51,7 +52,7 @@ self CPU time. Every mode prints a markdown table; --json PATH also writes its r
 
     python benchmarks/bench_generator.py [--config cpu_demo|nvlabs] [--res 32,64] [--batch 32] \\
         [--train_batch T] [--nvlabs PATH] [--repeats 5] [--warmup 2] [--device auto] [--threads N] \\
-        [--text_dim D] [--json PATH] [--profile | --scaling [--sweep_res 16,32,64,128@16] \\
+        [--text_dim D] [--gp_interval N] [--json PATH] [--profile | --scaling [--sweep_res 16,32,64,128@16] \\
         [--sweep_batch 8,16,32,64@32] [--max_cell_s 120] [--plot PNG]]
 
 (after `pip install -e .` or `pip install .`)
@@ -70,6 +71,7 @@ from generator_bench.scaling import grid, run_scaling
 from generator_bench.table import run_table
 from stylegan_t2i import nvlabs_baseline
 from stylegan_t2i.distributed import resolve_device
+from stylegan_t2i.gan.trainer import GanTrainConfig
 from stylegan_t2i.measure import machine_description
 
 
@@ -116,6 +118,9 @@ def parse_args(argv) -> argparse.Namespace:
                         help='width of the random sentence embeddings, i.e. the text encoder\'s embed_dim '
                              f'(default {TEXT_DIMS["cpu_demo"]} for cpu_demo, the pretraining default; '
                              f'{TEXT_DIMS["nvlabs"]} for nvlabs)')
+    parser.add_argument("--gp_interval", type=int, default=None,
+                        help="critic steps per gradient penalty in our training step; 1 pays it on every step, "
+                             f"as NVlabs' WGAN-GP step does (default GanTrainConfig's {GanTrainConfig.gp_interval}, lazy)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the rows to this JSON file")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--scaling", action="store_true",
@@ -136,8 +141,8 @@ def parse_args(argv) -> argparse.Namespace:
     args.train_batch = args.train_batch or (16 if args.config == "nvlabs" else args.batch)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.scaling else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.scaling else 2)
-    if min(args.batch, args.train_batch, args.repeats, args.text_dim) < 1 or args.warmup < 0 or args.threads < 0:
-        raise SystemExit("bench_generator.py: --batch, --train_batch, --repeats and --text_dim must be >= 1, "
+    if min(args.batch, args.train_batch, args.repeats, args.text_dim, 1 if args.gp_interval is None else args.gp_interval) < 1 or args.warmup < 0 or args.threads < 0:
+        raise SystemExit("bench_generator.py: --batch, --train_batch, --repeats, --text_dim and --gp_interval must be >= 1, "
                          "--warmup and --threads >= 0")
     if args.plot and not args.scaling:
         raise SystemExit("bench_generator.py: --plot draws the --scaling table; add --scaling")

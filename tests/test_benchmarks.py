@@ -15,10 +15,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_flop_count
 
 from benchmarks import bench_generator, bench_sampling, bench_soak
-from generator_bench import flops, report, scaling, table
+from generator_bench import flops, harness, report, scaling, table
 from stylegan_t2i.checkpoint import save_checkpoint
 from stylegan_t2i.config import config_to_dict
 from stylegan_t2i.diffusion import SchedulerConfig, UNet, UNetConfig
+from stylegan_t2i.gan.trainer import GanTrainConfig
 from stylegan_t2i.models import cpu_demo_configs
 from stylegan_t2i.models.generator import Generator, GeneratorConfig
 from stylegan_t2i.models.presets import nvlabs_size_configs
@@ -73,6 +74,20 @@ def test_bench_generator_nvlabs_missing_checkout_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="no training/networks.py there") as e:
         bench_generator.main(["--config", "nvlabs", "--nvlabs", str(tmp_path / "missing"), "--device", "cpu"])
     assert "\n" not in str(e.value)
+
+
+def test_gp_interval_sets_the_penalty_cycle_of_our_trainer():
+    """--gp_interval 1 times our step with the penalty on every step (NVlabs' maths); unset keeps the lazy default."""
+    trainer, _ = harness.build_trainer(8, 4, 16, torch.device("cpu"), "nvlabs", gp_interval=1)
+    assert trainer.cfg.gp_interval == 1 and not trainer.cfg.amp
+    assert harness.train_config("cpu_demo").gp_interval == GanTrainConfig.gp_interval and harness.train_config("cpu_demo").amp
+    steps = []
+    for step in range(3):
+        trainer.step = step
+        steps.append(trainer.regularize_now(0))
+    assert steps == [True, True, True]
+    with pytest.raises(SystemExit, match="--gp_interval must be >= 1"):
+        bench_generator.main(["--gp_interval", "0", "--device", "cpu"])
 
 
 def test_bench_generator_rejects_bad_resolutions_and_batch():

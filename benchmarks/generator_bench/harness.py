@@ -6,6 +6,7 @@ text encoding, as its two phases; `time_phases` times them, each synchronised on
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import statistics
 import time
@@ -24,8 +25,14 @@ from stylegan_t2i.text.pretrain import PretrainConfig, TextEncoderBundle, model_
 from stylegan_t2i.training.ema import ema_beta
 
 CONFIGS = {"cpu_demo": cpu_demo_configs, "nvlabs": nvlabs_size_configs}
-TRAIN_CONFIGS = {"cpu_demo": GanTrainConfig(), "nvlabs": GanTrainConfig(amp=False)}  # nvlabs: float32, as NVlabs runs.
 TEXT_DIMS = {"cpu_demo": PretrainConfig().embed_dim, "nvlabs": 256}
+
+
+def train_config(config: str, gp_interval: int | None = None) -> GanTrainConfig:
+    """The trainer's config for a network config: nvlabs runs in float32, as NVlabs does.
+    `gp_interval` overrides the lazy penalty's interval; 1 pays it on every step, as NVlabs' step."""
+    cfg = GanTrainConfig(amp=config != "nvlabs")
+    return cfg if gp_interval is None else dataclasses.replace(cfg, gp_interval=gp_interval)
 
 
 def check_train_batch(d_cfg: CriticConfig, batch: int) -> None:
@@ -42,6 +49,7 @@ def build_trainer(
     text_dim:   int,                # Width of the sentence embedding.
     device:     torch.device,
     config:     str = "cpu_demo",   # A key of CONFIGS.
+    gp_interval: int | None = None, # Overrides GanTrainConfig.gp_interval (see train_config).
 ) -> tuple[GanTrainer, Phase]:
     """A GanTrainer on the config's networks with no run dir or dataset (the benchmark feeds reals
     and embeddings itself) and an untrained demo-size contrastive model (the alignment loss runs
@@ -52,7 +60,7 @@ def build_trainer(
     text_cfg, image_cfg = model_configs(PretrainConfig(), vocab_size=64)
     bundle = TextEncoderBundle(None, ContrastiveModel(text_cfg, image_cfg).to(device), text_cfg, image_cfg)
     trainer = GanTrainer(Generator(g_cfg), Critic(d_cfg), text_bundle=bundle, dataset=None, order=(),
-                         schedule=schedule, cfg=TRAIN_CONFIGS[config], run_dir=None, device=device,
+                         schedule=schedule, cfg=train_config(config, gp_interval), run_dir=None, device=device,
                          sample_prompts=[], configs={}, progress=False)
     phase = Phase(stage=g_cfg.num_stages - 1, alpha=1.0, res=res, batch=batch, lr=schedule.cfg.lr)
     return trainer, phase

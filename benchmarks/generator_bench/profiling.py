@@ -13,11 +13,11 @@ import torch
 
 from generator_bench.harness import (
     CONFIGS,
-    TRAIN_CONFIGS,
     build_trainer,
     late_ema_beta,
     random_reals,
     random_step_text,
+    train_config,
     train_phases,
 )
 from generator_bench.report import markdown
@@ -50,10 +50,10 @@ def top_ops(phases: Sequence[Callable[[], None]], cycle: int, device: torch.devi
 
 def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.device, networks) -> list[dict]:
     rows = []
-    cycle = TRAIN_CONFIGS[args.config].gp_interval
+    cycle = train_config(args.config, args.gp_interval).gp_interval
     for res in resolutions:
         torch.manual_seed(0)
-        trainer, phase = build_trainer(res, args.train_batch, args.text_dim, device, args.config)
+        trainer, phase = build_trainer(res, args.train_batch, args.text_dim, device, args.config, args.gp_interval)
         reals = random_reals(args.train_batch, res, device)
         step_text = random_step_text(trainer, args.train_batch, args.text_dim, device)
         rows += [{"res": res, "network": "ours", **r}
@@ -61,8 +61,8 @@ def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.
         if networks is not None:
             g_cfg, d_cfg = CONFIGS[args.config](args.text_dim, max_res=res)
             step = nvlabs_baseline.WganGpStep(*nvlabs_baseline.build_networks(networks, g_cfg, d_cfg),
-                                              TRAIN_CONFIGS[args.config], phase.lr, device)
-            c, beta = step_text.text, late_ema_beta(TRAIN_CONFIGS[args.config], args.train_batch)
+                                              train_config(args.config, args.gp_interval), phase.lr, device)
+            c, beta = step_text.text, late_ema_beta(train_config(args.config, args.gp_interval), args.train_batch)
             rows += [{"res": res, "network": "NVlabs", **r}
                      for r in top_ops((lambda: step.critic_phase(reals, c), lambda: step.generator_phase(c, beta)),
                                       cycle, device)]

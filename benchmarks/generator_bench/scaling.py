@@ -31,13 +31,13 @@ import torch
 from generator_bench.flops import synthesis_conv_flops
 from generator_bench.harness import (
     CONFIGS,
-    TRAIN_CONFIGS,
     build_trainer,
     check_train_batch,
     fresh_window,
     random_reals,
     random_step_text,
     time_phases,
+    train_config,
     train_phases,
 )
 from generator_bench.report import markdown
@@ -93,7 +93,7 @@ def measure_cell(res: int, batch: int, args: argparse.Namespace, device: torch.d
     iterations, both at batch `batch`; 'measure s' is the wall time of the two measurements."""
     start = time.perf_counter()
     torch.manual_seed(0)
-    trainer, phase = build_trainer(res, batch, args.text_dim, device, args.config)
+    trainer, phase = build_trainer(res, batch, args.text_dim, device, args.config, args.gp_interval)
     reals = random_reals(batch, res, device)
     step_text = random_step_text(trainer, batch, args.text_dim, device)
     z = torch.randn(batch, trainer.G.cfg.z_dim, device=device)
@@ -187,7 +187,7 @@ def measure_grid(cells: list[tuple[str, int, int]], args: argparse.Namespace) ->
 
 def run_scaling(args: argparse.Namespace, device: torch.device) -> list[dict]:
     cells = grid(args)
-    cycle = TRAIN_CONFIGS[args.config].gp_interval
+    cycle = train_config(args.config, args.gp_interval).gp_interval
     print(f"{args.config} networks; one process per cell; G forward: median of {args.repeats} after {args.warmup} "
           f"warm-up calls; training: {args.warmup} warm-up iterations, then median of {args.repeats} cycles of "
           f"{cycle} iterations; cells estimated over {args.max_cell_s:g} s are skipped", flush=True)

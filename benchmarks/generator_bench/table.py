@@ -16,13 +16,13 @@ import torch
 from generator_bench.flops import synthesis_conv_flops
 from generator_bench.harness import (
     CONFIGS,
-    TRAIN_CONFIGS,
     build_trainer,
     fresh_window,
     late_ema_beta,
     random_reals,
     random_step_text,
     time_phases,
+    train_config,
     train_phases,
 )
 from generator_bench.report import markdown
@@ -57,7 +57,7 @@ def measure_ours(res: int, args: argparse.Namespace, device: torch.device, ceili
     """Our row at `res`: G_ema's forward and a training iteration of the real GanTrainer."""
     gc.collect()
     torch.manual_seed(0)
-    trainer, phase = build_trainer(res, args.train_batch, args.text_dim, device, args.config)
+    trainer, phase = build_trainer(res, args.train_batch, args.text_dim, device, args.config, args.gp_interval)
     b = args.batch
     reals = random_reals(args.train_batch, res, device)
     step_text = random_step_text(trainer, args.train_batch, args.text_dim, device)
@@ -83,7 +83,7 @@ def measure_nvlabs(networks, res: int, args: argparse.Namespace, device: torch.d
     torch.manual_seed(0)
     g_cfg, d_cfg = CONFIGS[args.config](args.text_dim, max_res=res)
     G, D = nvlabs_baseline.build_networks(networks, g_cfg, d_cfg)
-    train_cfg = TRAIN_CONFIGS[args.config]
+    train_cfg = train_config(args.config, args.gp_interval)
     lr = ProgressiveSchedule(cpu_demo_schedule(max_res=res)).cfg.lr     # Ours, as `build_trainer`'s phase.
     step = nvlabs_baseline.WganGpStep(G, D, train_cfg, lr, device)
     b, t = args.batch, args.train_batch
