@@ -226,7 +226,11 @@ def run_entry_point(train_fn, args) -> Path | None:
     """Join the torchrun job (if any), train, turn expected failures into one-line errors."""
     dist, device = init_distributed(args.device)
     try:
-        return train_fn(args, dist, device)
+        result = train_fn(args, dist, device)
+        # Every rank leaves its last collective before any tears the group down: a rank that
+        # destroyed it while the other still waited made that one abort at exit (seen in CI).
+        dist.barrier()
+        return result
     except (DatasetError, CheckpointError, TrainingDiverged) as e:
         raise SystemExit(f"error: {e}") from None
     except TrainingInterrupted as e:     # The text encoder's pretraining, before the run's first step.
