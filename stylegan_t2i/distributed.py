@@ -189,9 +189,19 @@ def round_store(store: dist.Store, rank: int, world_size: int, timeout: datetime
         time.sleep(0.01)
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def distributed_session(device_arg: str = "auto") -> Iterator[tuple[Distributed, torch.device]]:
+    """`init_distributed` for the body, then the group torn down. After a body that finished,
+    every rank first passes a barrier: a rank that destroyed the group while another still
+    waited in its last collective made that one abort at exit (seen in CI). After an exception
+    there is no barrier, since a failed rank may never reach it."""
+    context, device = init_distributed(device_arg)
+    try:
+        yield context, device
+        context.barrier()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def resolve_device(name: str) -> torch.device:

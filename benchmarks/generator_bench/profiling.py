@@ -50,7 +50,8 @@ def top_ops(phases: Sequence[Callable[[], None]], cycle: int, device: torch.devi
 
 def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.device, networks) -> list[dict]:
     rows = []
-    cycle = train_config(args.config, args.gp_interval).gp_interval
+    train_cfg = train_config(args.config, args.gp_interval)
+    cycle = train_cfg.gp_interval
     for res in resolutions:
         torch.manual_seed(0)
         trainer, phase = build_trainer(res, args.train_batch, args.text_dim, device, args.config, args.gp_interval)
@@ -61,8 +62,8 @@ def run_profile(args: argparse.Namespace, resolutions: list[int], device: torch.
         if networks is not None:
             g_cfg, d_cfg = CONFIGS[args.config](args.text_dim, max_res=res)
             step = nvlabs_baseline.WganGpStep(*nvlabs_baseline.build_networks(networks, g_cfg, d_cfg),
-                                              train_config(args.config, args.gp_interval), phase.lr, device)
-            c, beta = step_text.text, late_ema_beta(train_config(args.config, args.gp_interval), args.train_batch)
+                                              train_cfg, phase.lr, device)
+            c, beta = step_text.text, late_ema_beta(train_cfg, args.train_batch)
             rows += [{"res": res, "network": "NVlabs", **r}
                      for r in top_ops((lambda: step.critic_phase(reals, c), lambda: step.generator_phase(c, beta)),
                                       cycle, device)]

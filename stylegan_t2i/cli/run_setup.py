@@ -17,7 +17,7 @@ from stylegan_t2i.checkpoint import CheckpointError, load_checkpoint, load_newes
 from stylegan_t2i.cli.common import open_dataset
 from stylegan_t2i.config import save_config_json
 from stylegan_t2i.data import DatasetError, ImageLabelDataset
-from stylegan_t2i.distributed import Distributed, init_distributed, shutdown_distributed
+from stylegan_t2i.distributed import Distributed, distributed_session
 from stylegan_t2i.run_dir import create_run_dir, latest_run_dir, run_desc
 from stylegan_t2i.run_log import RunLog
 from stylegan_t2i.text.pretrain import (
@@ -224,19 +224,13 @@ def run_to_end(args, trainer, resumed: dict | None, source: dict | None, configs
 
 def run_entry_point(train_fn, args) -> Path | None:
     """Join the torchrun job (if any), train, turn expected failures into one-line errors."""
-    dist, device = init_distributed(args.device)
-    try:
-        result = train_fn(args, dist, device)
-        # Every rank leaves its last collective before any tears the group down: a rank that
-        # destroyed it while the other still waited made that one abort at exit (seen in CI).
-        dist.barrier()
-        return result
-    except (DatasetError, CheckpointError, TrainingDiverged) as e:
-        raise SystemExit(f"error: {e}") from None
-    except TrainingInterrupted as e:     # The text encoder's pretraining, before the run's first step.
-        raise SystemExit(str(e)) from None
-    finally:
-        shutdown_distributed()
+    with distributed_session(args.device) as (dist, device):
+        try:
+            return train_fn(args, dist, device)
+        except (DatasetError, CheckpointError, TrainingDiverged) as e:
+            raise SystemExit(f"error: {e}") from None
+        except TrainingInterrupted as e:     # The text encoder's pretraining, before the run's first step.
+            raise SystemExit(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------

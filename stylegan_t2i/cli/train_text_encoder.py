@@ -27,7 +27,7 @@ from stylegan_t2i.cli.common import check_batches_split, demo_data_dirs
 from stylegan_t2i.config import save_config_json
 from stylegan_t2i.data import DatasetError, ImageLabelDataset
 from stylegan_t2i.data.demo_scenes import ATTRIBUTES, all_combinations, captions_for, render_scene
-from stylegan_t2i.distributed import Distributed, init_distributed, shutdown_distributed
+from stylegan_t2i.distributed import Distributed, distributed_session
 from stylegan_t2i.images import from_uint8
 from stylegan_t2i.run_dir import create_run_dir
 from stylegan_t2i.run_log import RunLog
@@ -117,15 +117,13 @@ def load_dataset(args: argparse.Namespace) -> tuple[ImageLabelDataset, str, bool
 def main(argv: list[str] | None = None) -> Path:
     """Train, save text_encoder.pt, evaluate on the demo data; returns the run directory."""
     args = parse_args(argv)
-    dist, device = init_distributed(args.device)
-    try:
-        return train(args, dist, device)
-    except TrainingDiverged as e:
-        raise SystemExit(f"error: {e}") from None
-    except TrainingInterrupted as e:
-        raise SystemExit(str(e)) from None
-    finally:
-        shutdown_distributed()
+    with distributed_session(args.device) as (dist, device):
+        try:
+            return train(args, dist, device)
+        except TrainingDiverged as e:
+            raise SystemExit(f"error: {e}") from None
+        except TrainingInterrupted as e:
+            raise SystemExit(str(e)) from None
 
 
 def train(args: argparse.Namespace, dist: Distributed, device: torch.device) -> Path:
