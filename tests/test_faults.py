@@ -293,3 +293,15 @@ def test_lazy_gradient_penalty_runs_every_interval_with_its_weight_scaled(data, 
     assert weights == [3 * trainer.cfg.gp_weight]
     logged = trainer.stats.flush()
     assert logged["Loss/D/gp"] > 0 and logged["Critic/grad_norm"] > 0
+
+
+def test_reals_fade_in_through_the_generators_up_sampling(data):
+    """While a block fades in, the reals' low-resolution part is up-sampled with the generator's
+    kernel, as G's own image is: at alpha = 0 with the cpu_demo nearest kernel, exact 2x2 blocks."""
+    trainer = _tiny_trainer(data, None)
+    assert trainer.G.cfg.resample_kernel == (0, 1, 1, 0)
+    phase = trainer.schedule.at(16)                      # the first image of the 8x8 fade-in
+    assert (phase.stage, phase.alpha) == (1, 0.0)
+    reals, _ = trainer.next_reals(phase, trainer.dist.share(phase.batch))
+    blocks = reals[:, :, ::2, ::2].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    torch.testing.assert_close(reals, blocks)

@@ -208,3 +208,13 @@ def test_fade_upsample_and_area_downsample():
     torch.testing.assert_close(up[..., 1:-1, 1:-1],
                                upfirdn2d.upsample2d(x, resample_filter(), up=2)[..., 1:-1, 1:-1])
     torch.testing.assert_close(area_downsample(x), x.reshape(2, 3, 2, 2, 2, 2).mean(dim=[3, 5]))
+
+
+def test_nearest_kernel_up_samples_into_exact_blocks():
+    """(0, 1, 1, 0): every pixel becomes a 2x2 block, borders included; a bad kernel is refused."""
+    x = torch.randn(2, 3, 4, 4)
+    blocks = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    torch.testing.assert_close(fade_upsample(x, (0, 1, 1, 0)), blocks)
+    for bad in ((1, 2, 1), (0, 0, 0, 0), (1, -1, 3, 1)):
+        with pytest.raises(ValueError, match="4 non-negative taps"):
+            resample_filter(bad)

@@ -1,11 +1,13 @@
 """Generator and critic: shapes per stage, fade-in continuity, truncation, double backward."""
+import json
+
 import pytest
 import torch
 
 from stylegan_t2i.config import config_from_dict, config_to_dict
 from stylegan_t2i.gan.losses import gradient_penalty
 from stylegan_t2i.models import Critic, CriticConfig, Generator, GeneratorConfig, cpu_demo_configs
-from stylegan_t2i.models.layers import area_downsample, fade_upsample
+from stylegan_t2i.models.layers import area_downsample, fade_upsample, resample_filter
 
 TEXT_DIM = 12
 SMALL = dict(text_dim=TEXT_DIM, max_res=32, channel_base=256, channel_max=16)
@@ -13,12 +15,14 @@ SMALL = dict(text_dim=TEXT_DIM, max_res=32, channel_base=256, channel_max=16)
 
 @pytest.fixture(scope="module", params=["orig", "skip"])
 def nets(request):
-    """ProGAN-style nets, and the skip nets with the caption's direct part of w (the cpu_demo kind)."""
+    """ProGAN-style nets, and the skip nets with the caption's direct part of w and nearest-neighbour
+    up-sampling (the cpu_demo kind)."""
     torch.manual_seed(0)
     skip = request.param == "skip"
     g = Generator(GeneratorConfig(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2,
                                   text_w_dim=6 if skip else 0, architecture=request.param,
-                                  torgb_init=0.1 if skip else 1.0))
+                                  torgb_init=0.1 if skip else 1.0,
+                                  resample_kernel=(0, 1, 1, 0) if skip else (1, 3, 3, 1)))
     d = Critic(CriticConfig(**SMALL, cmap_dim=8, architecture=request.param))
     return g, d
 
@@ -58,7 +62,7 @@ def test_generator_fade_in_is_continuous(nets, stage):
         prev = g(z, text, stage - 1, alpha=1.0, noise_mode="const")
         end = g(z, text, stage, alpha=1.0, noise_mode="const")
         mid = g(z, text, stage, alpha=0.5, noise_mode="const")
-    torch.testing.assert_close(start, fade_upsample(prev))
+    torch.testing.assert_close(start, fade_upsample(prev, g.cfg.resample_kernel))
     torch.testing.assert_close(mid, 0.5 * (start + end))
     assert not torch.allclose(start, end)
 
@@ -192,6 +196,27 @@ def test_skip_generator_keeps_the_low_resolution_image_after_the_fade():
             new = g(z, text, 2, 1.0, noise_mode="const")
         rel[arch] = ((new - prev).norm() / prev.norm()).item()
     assert rel["skip"] < 0.5 * rel["orig"], rel
+
+
+def test_nearest_up_sampling_keeps_a_blocky_low_resolution_image_blocky():
+    """With the nearest kernel, the generator's up-sampled 4 px image at the start of the 8 px fade
+    is made of exact 2x2 blocks (the binomial kernel blurs it), and the kernel reaches every
+    up-sampling conv; it survives the JSON round trip."""
+    torch.manual_seed(0)
+    z, text = _inputs()
+    kw = dict(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2, architecture="skip")
+    for kernel, blocky in (((0, 1, 1, 0), True), ((1, 3, 3, 1), False)):
+        g = Generator(GeneratorConfig(**kw, resample_kernel=kernel))
+        with torch.no_grad():
+            img = g(z, text, stage=1, alpha=0.0, noise_mode="const")
+        blocks = img[:, :, ::2, ::2].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        assert torch.allclose(img, blocks) == blocky
+        filters = [b.conv0.resample_filter for b in g.synthesis_net.blocks[1:]]
+        assert all(torch.equal(f, resample_filter(kernel)) for f in filters)
+        cfg = config_from_dict(GeneratorConfig, json.loads(json.dumps(config_to_dict(g.cfg))))
+        assert cfg == g.cfg and cfg.resample_kernel == tuple(float(k) for k in kernel)
+    with pytest.raises(ValueError, match="4 non-negative taps"):
+        GeneratorConfig(text_dim=4, resample_kernel=(1, 1))
 
 
 def test_configs_round_trip_and_validate():

@@ -122,7 +122,7 @@ class GanTrainer(TrainLoop):
         if phase.alpha < 1.0:
             # ProGAN: while the new block fades in, reals are blended with their
             # lower-resolution version exactly as G blends its two toRGB outputs.
-            low = fade_upsample(F.avg_pool2d(img, 2))
+            low = fade_upsample(F.avg_pool2d(img, 2), self.G.cfg.resample_kernel)
             img = torch.lerp(low, img, phase.alpha)
         return img, [c for _, c in items]
 

@@ -16,10 +16,12 @@ from torch import nn
 from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.models.layers import (
     ARCHITECTURES,
+    RESAMPLE_KERNEL,
     FullyConnectedLayer,
     NoiseInjection,
     assert_shape,
     channels_at,
+    check_resample_kernel,
     fade_upsample,
     modulated_conv2d,
     normalize_2nd_moment,
@@ -44,6 +46,7 @@ class GeneratorConfig:
     text_w_dim: int = 0                 # Width of the caption's direct part of w (0 = none; see MappingNetwork).
     architecture: str = "orig"          # 'orig': ProGAN toRGB fade; 'skip': StyleGAN2 skip (see SynthesisNetwork).
     torgb_init: float = 1.0             # Scale of the toRGB weights at init ('skip' uses a small one).
+    resample_kernel: tuple = RESAMPLE_KERNEL  # 4-tap FIR of every up-sampling (see SynthesisNetwork).
     channel_base: int = 8192            # channels(res) = min(channel_base // res, channel_max).
     channel_max: int = 256
     conv_clamp: float | None = 256.0    # Clamp conv outputs to +-conv_clamp (None = off).
@@ -54,6 +57,7 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         num_stages_for(self.max_res)  # Raises on a bad max_res.
+        object.__setattr__(self, "resample_kernel", check_resample_kernel(self.resample_kernel))  # JSON lists too.
         for name in ("text_dim", "z_dim", "z_embed_dim", "text_embed_dim", "w_dim", "mapping_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -155,6 +159,7 @@ class SynthesisLayer(nn.Module):
         resolution: int,                # Output resolution.
         up: int = 1,                    # 2 to up-sample the input first.
         conv_clamp: float | None = None,  # Clamp of the activations.
+        resample_kernel: tuple = RESAMPLE_KERNEL,  # 4-tap FIR of the up-sampling.
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -162,7 +167,7 @@ class SynthesisLayer(nn.Module):
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)  # Styles start at 1 (identity).
         self.noise = NoiseInjection(resolution)
-        self.register_buffer("resample_filter", resample_filter())
+        self.register_buffer("resample_filter", resample_filter(resample_kernel))
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
@@ -218,6 +223,7 @@ class SynthesisBlock(nn.Module):
         resolution: int,                # Resolution of this block.
         conv_clamp: float | None,       # Clamp of the activations.
         torgb_init: float = 1.0,        # Initial scale of the toRGB weights.
+        resample_kernel: tuple = RESAMPLE_KERNEL,  # 4-tap FIR of the up-sampling.
     ):
         super().__init__()
         self.resolution = resolution
@@ -226,7 +232,8 @@ class SynthesisBlock(nn.Module):
             self.const = nn.Parameter(torch.randn([out_channels, 4, 4]))
             self.conv0 = None
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
+                                        resample_kernel=resample_kernel)
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
         self.torgb = ToRGBLayer(out_channels, w_dim, conv_clamp=conv_clamp, init_scale=torgb_init)
 
@@ -259,6 +266,10 @@ class SynthesisNetwork(nn.Module):
     blocks below, scaled by alpha while it fades in. The colours and layout that the low
     resolutions learned stay in the picture for good; a new block only adds detail, and its
     small initial toRGB keeps that detail near zero when it arrives.
+    Every up-sampling, of features and of the skip image, uses the 4-tap `resample_kernel`.
+    StyleGAN2's binomial (1, 3, 3, 1) low-passes each level, so a round blob is what the network
+    draws most easily and corners must be rebuilt at every level; nearest neighbour (0, 1, 1, 0)
+    carries a block's edges and corners up unchanged (docs/architecture.md, "Generator").
     """
 
     def __init__(self, cfg: GeneratorConfig):
@@ -269,7 +280,8 @@ class SynthesisNetwork(nn.Module):
         for stage in range(cfg.num_stages):
             res = 4 * 2 ** stage
             ch = channels_at(res, cfg.channel_base, cfg.channel_max)
-            self.blocks.append(SynthesisBlock(prev, ch, cfg.w_total, res, cfg.conv_clamp, cfg.torgb_init))
+            self.blocks.append(SynthesisBlock(prev, ch, cfg.w_total, res, cfg.conv_clamp, cfg.torgb_init,
+                                              cfg.resample_kernel))
             prev = ch
 
     def forward(
@@ -296,7 +308,7 @@ class SynthesisNetwork(nn.Module):
             x_prev, x = x, block(x, w, noise_mode, noise_share)
         img = self.blocks[stage].torgb(x, w)
         if stage > 0 and alpha < 1:
-            img_prev = fade_upsample(self.blocks[stage - 1].torgb(x_prev, w))
+            img_prev = fade_upsample(self.blocks[stage - 1].torgb(x_prev, w), self.cfg.resample_kernel)
             img = torch.lerp(img_prev, img, alpha)  # alpha = 0 gives img_prev exactly.
         return img
 
@@ -308,7 +320,7 @@ class SynthesisNetwork(nn.Module):
             if img is None:
                 img = rgb
             else:
-                img = fade_upsample(img) + (rgb * alpha if s == stage and alpha < 1 else rgb)
+                img = fade_upsample(img, self.cfg.resample_kernel) + (rgb * alpha if s == stage and alpha < 1 else rgb)
         return img
 
 # ---------------------------------------------------------------------------

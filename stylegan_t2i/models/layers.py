@@ -63,15 +63,29 @@ def normalize_2nd_moment(
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-def resample_filter() -> torch.Tensor:
-    """The normalised 2-D [1, 3, 3, 1] FIR filter as a [4, 4] float32 tensor."""
-    return upfirdn2d.setup_filter(list(RESAMPLE_KERNEL))
+def resample_filter(kernel: Sequence[float] = RESAMPLE_KERNEL) -> torch.Tensor:
+    """The normalised 2-D FIR filter of a 4-tap kernel as a [4, 4] float32 tensor.
+
+    (1, 3, 3, 1), the default, is StyleGAN2's binomial low-pass; (0, 1, 1, 0) makes up-sampling
+    by 2 nearest-neighbour (each pixel becomes a 2x2 block) and down-sampling 2x2 box averaging.
+    """
+    return upfirdn2d.setup_filter(list(check_resample_kernel(kernel)))
+
+
+def check_resample_kernel(kernel: Sequence[float]) -> tuple[float, ...]:
+    """`kernel` as a tuple, or ValueError unless it has 4 non-negative taps with a positive sum
+    (the 4 taps that conv2d_resample's padding is laid out for)."""
+    kernel = tuple(float(k) for k in kernel)
+    if len(kernel) != 4 or min(kernel) < 0 or sum(kernel) <= 0:
+        raise ValueError(f"resample kernel must have 4 non-negative taps with a positive sum, got {list(kernel)}")
+    return kernel
 
 
 def fade_upsample(
     img: torch.Tensor,          # [N, C, H, W]
+    kernel: Sequence[float] = RESAMPLE_KERNEL,  # 4-tap FIR: the generator's `resample_kernel`.
 ) -> torch.Tensor:
-    """[N, C, H, W] -> [N, C, 2H, 2W] by FIR up-sampling with [1, 3, 3, 1].
+    """[N, C, H, W] -> [N, C, 2H, 2W] by FIR up-sampling with `kernel`.
 
     ProGAN fade-in: the generator cross-fades its previous-stage toRGB output
     through this, and the training loop does the same to real images, so that
@@ -82,7 +96,7 @@ def fade_upsample(
     """
     assert img.ndim == 4, img.shape
     x = F.pad(img, [1, 1, 1, 1], mode="replicate")
-    x = upfirdn2d.upsample2d(x, resample_filter().to(img.device), up=2)  # [N, C, 2H + 4, 2W + 4]
+    x = upfirdn2d.upsample2d(x, resample_filter(kernel).to(img.device), up=2)  # [N, C, 2H + 4, 2W + 4]
     return x[:, :, 2:-2, 2:-2]
 
 

@@ -22,12 +22,13 @@ def cpu_demo_configs(
     The caption reaches the styles directly (text_w_dim 64 of w's 192 dimensions) and the mapping
     MLP learns at 0.1x rather than StyleGAN's 0.01x, which suits 10^5..10^6-step runs, not a
     10^4-step hour; G and D are StyleGAN2 skip networks with a small toRGB init, so growing adds
-    detail instead of redrawing the image (docs/architecture.md, "Generator" and "Critic").
+    detail instead of redrawing the image (docs/architecture.md, "Generator" and "Critic"). G
+    up-samples by nearest neighbour, as ProGAN did, so that a small square keeps its corners.
     """
     g = GeneratorConfig(
         text_dim=text_dim, max_res=max_res, z_dim=64, z_embed_dim=32, text_embed_dim=64, w_dim=128,
         mapping_layers=4, channel_base=1024, channel_max=64, conv_clamp=None,
-        mapping_lr_mult=0.1, text_w_dim=64, architecture="skip", torgb_init=0.1,
+        mapping_lr_mult=0.1, text_w_dim=64, architecture="skip", torgb_init=0.1, resample_kernel=(0, 1, 1, 0),
     )
     d = CriticConfig(
         text_dim=text_dim, max_res=max_res, channel_base=1024, channel_max=64, cmap_dim=64, conv_clamp=None,
