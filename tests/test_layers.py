@@ -11,6 +11,7 @@ from stylegan_t2i.models.layers import (
     MinibatchStdLayer,
     NoiseInjection,
     area_downsample,
+    conv2d_resample,
     fade_upsample,
     modulated_conv2d,
     normalize_2nd_moment,
@@ -208,6 +209,18 @@ def test_fade_upsample_and_area_downsample():
     torch.testing.assert_close(up[..., 1:-1, 1:-1],
                                upfirdn2d.upsample2d(x, resample_filter(), up=2)[..., 1:-1, 1:-1])
     torch.testing.assert_close(area_downsample(x), x.reshape(2, 3, 2, 2, 2, 2).mean(dim=[3, 5]))
+
+
+def test_box_kernel_makes_a_stride_2_conv_exact_2x2_averaging():
+    """(0, 1, 1, 0) down-sampling, as the cpu_demo critic's blocks use: a 3x3 conv whose only tap is
+    the centre returns the 2x2 box average (ProGAN's down-sampling); the binomial blurs further."""
+    x = torch.randn(2, 3, 8, 8)
+    centre = torch.zeros(3, 1, 3, 3)
+    centre[:, :, 1, 1] = 1
+    box = conv2d_resample(x, centre, resample_filter((0, 1, 1, 0)), down=2, padding=1, groups=3)
+    torch.testing.assert_close(box, area_downsample(x))
+    binomial = conv2d_resample(x, centre, resample_filter(), down=2, padding=1, groups=3)
+    assert not torch.allclose(binomial, area_downsample(x), atol=1e-2)
 
 
 def test_nearest_kernel_up_samples_into_exact_blocks():

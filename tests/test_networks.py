@@ -15,15 +15,16 @@ SMALL = dict(text_dim=TEXT_DIM, max_res=32, channel_base=256, channel_max=16)
 
 @pytest.fixture(scope="module", params=["orig", "skip"])
 def nets(request):
-    """ProGAN-style nets, and the skip nets with the caption's direct part of w and nearest-neighbour
-    up-sampling (the cpu_demo kind)."""
+    """ProGAN-style nets, and the skip nets with the caption's direct part of w, nearest-neighbour
+    up-sampling in G and box down-sampling in D (the cpu_demo kind)."""
     torch.manual_seed(0)
     skip = request.param == "skip"
     g = Generator(GeneratorConfig(**SMALL, z_dim=8, z_embed_dim=4, text_embed_dim=8, w_dim=16, mapping_layers=2,
                                   text_w_dim=6 if skip else 0, architecture=request.param,
                                   torgb_init=0.1 if skip else 1.0,
                                   resample_kernel=(0, 1, 1, 0) if skip else (1, 3, 3, 1)))
-    d = Critic(CriticConfig(**SMALL, cmap_dim=8, architecture=request.param))
+    d = Critic(CriticConfig(**SMALL, cmap_dim=8, architecture=request.param,
+                            resample_kernel=(0, 1, 1, 0) if skip else (1, 3, 3, 1)))
     return g, d
 
 
@@ -217,6 +218,21 @@ def test_nearest_up_sampling_keeps_a_blocky_low_resolution_image_blocky():
         assert cfg == g.cfg and cfg.resample_kernel == tuple(float(k) for k in kernel)
     with pytest.raises(ValueError, match="4 non-negative taps"):
         GeneratorConfig(text_dim=4, resample_kernel=(1, 1))
+
+
+def test_critic_kernel_reaches_every_down_sampling_conv_and_old_configs_keep_the_binomial():
+    """The critic's `resample_kernel` is the FIR of every block's stride-2 conv; it survives the JSON
+    round trip, and a config saved before the field existed loads with StyleGAN2's binomial."""
+    for kernel in ((0, 1, 1, 0), (1, 3, 3, 1)):
+        d = Critic(CriticConfig(**SMALL, cmap_dim=8, architecture="skip", resample_kernel=kernel))
+        assert all(torch.equal(b.conv1.resample_filter, resample_filter(kernel)) for b in d.blocks.values())
+        cfg = config_from_dict(CriticConfig, json.loads(json.dumps(config_to_dict(d.cfg))))
+        assert cfg == d.cfg and cfg.resample_kernel == tuple(float(k) for k in kernel)
+    old = {k: v for k, v in config_to_dict(CriticConfig(**SMALL)).items() if k != "resample_kernel"}
+    assert config_from_dict(CriticConfig, old).resample_kernel == (1.0, 3.0, 3.0, 1.0)
+    assert cpu_demo_configs(text_dim=8)[1].resample_kernel == (0.0, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="4 non-negative taps"):
+        CriticConfig(text_dim=4, resample_kernel=(1, 2, 1))
 
 
 def test_configs_round_trip_and_validate():

@@ -128,9 +128,9 @@ def cpu_demo_schedule(max_res: int = 32, total_kimg: float = CPU_DEMO_TOTAL_KIMG
     30 stable) and 32 px (20 kimg fade, then the rest). Measured on the idle machine with the
     alignment loss, hard negatives and the lazy gradient penalty: about 350 / 185 / 94 / 54
     img/s at 4 / 8 / 16 / 32 px in the loop on the first development machine, where 220 kimg
-    ended after 57 minutes; on the 2-core AMD EPYC of the sixth session 240 kimg ended after 41
-    (32 px at about 95 img/s). The shipped demo model's run scored higher at 240 kimg than at 220
-    (benchmarks/RESULTS.md, "Nearest-neighbour up-sampling"). lr 1e-3 and Adam(0, 0.99) as in
+    ended after 57 minutes; on the 2-core AMD EPYC of the later sessions 240 kimg ends after 38-41
+    (32 px at 85-95 img/s). The shipped demo model's run scored higher at 240 kimg than at 220
+    (benchmarks/RESULTS.md, "Box down-sampling in the critic"). lr 1e-3 and Adam(0, 0.99) as in
     ProGAN with WGAN-GP. Higher resolutions keep 30 kimg phases."""
     lengths = ((4, 0.0, 10.0), (8, 10.0, 10.0), (16, 20.0, 30.0), (32, 20.0, 30.0))
     return ScheduleConfig(max_res=max_res, total_kimg=total_kimg, stable_kimg=30.0, fade_kimg=30.0,

@@ -14,12 +14,14 @@ from torch import nn
 
 from stylegan_t2i.models.layers import (
     ARCHITECTURES,
+    RESAMPLE_KERNEL,
     Conv2dLayer,
     FullyConnectedLayer,
     MinibatchStdLayer,
     area_downsample,
     assert_shape,
     channels_at,
+    check_resample_kernel,
     normalize_2nd_moment,
     num_stages_for,
 )
@@ -38,9 +40,11 @@ class CriticConfig:
     cmap_dim: int = 128                 # Width of the projection head (Miyato & Koyama 2018).
     conv_clamp: float | None = 256.0    # Clamp conv outputs to +-conv_clamp (None = off).
     architecture: str = "orig"          # 'orig': ProGAN fromRGB fade; 'skip': fromRGB at every level.
+    resample_kernel: tuple = RESAMPLE_KERNEL  # 4-tap FIR of the blocks' stride-2 convs (see CriticBlock).
 
     def __post_init__(self) -> None:
         num_stages_for(self.max_res)  # Raises on a bad max_res.
+        object.__setattr__(self, "resample_kernel", check_resample_kernel(self.resample_kernel))  # JSON lists too.
         for name in ("text_dim", "mbstd_group_size", "mbstd_channels", "cmap_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CriticConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -55,7 +59,13 @@ class CriticConfig:
 
 
 class CriticBlock(nn.Module):
-    """res -> res/2: 3x3 conv + lrelu, then 3x3 conv with FIR down x2 + lrelu."""
+    """res -> res/2: 3x3 conv + lrelu, then 3x3 conv with FIR down x2 + lrelu.
+
+    The default FIR is StyleGAN2's binomial (1, 3, 3, 1). (0, 1, 1, 0) is ProGAN's 2x2 box: the
+    binomial blurs a few-pixel shape's corners away at every level, so a small square and a
+    small circle reach the head alike, and the critic cannot tell G to keep the corners
+    (benchmarks/RESULTS.md, "Box down-sampling in the critic").
+    """
 
     def __init__(
         self,
@@ -63,12 +73,14 @@ class CriticBlock(nn.Module):
         out_channels: int,              # channels(res / 2).
         resolution: int,                # Input resolution.
         conv_clamp: float | None,       # Clamp of the activations.
+        resample_kernel: tuple = RESAMPLE_KERNEL,  # 4-tap FIR of the down-sampling.
     ):
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
         self.conv0 = Conv2dLayer(in_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp,
+                                 resample_kernel=resample_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
@@ -155,7 +167,7 @@ class Critic(nn.Module):
             self.from_rgb[f"b{res}"] = Conv2dLayer(3, ch, 1, activation="lrelu", conv_clamp=cfg.conv_clamp)
             if stage > 0:
                 ch_low = channels_at(res // 2, cfg.channel_base, cfg.channel_max)
-                self.blocks[f"b{res}"] = CriticBlock(ch, ch_low, res, cfg.conv_clamp)
+                self.blocks[f"b{res}"] = CriticBlock(ch, ch_low, res, cfg.conv_clamp, cfg.resample_kernel)
         self.epilogue = CriticEpilogue(channels_at(4, cfg.channel_base, cfg.channel_max), cfg.text_dim,
                                        cfg.cmap_dim, cfg.mbstd_group_size, cfg.mbstd_channels, cfg.conv_clamp)
 

@@ -198,6 +198,7 @@ class Conv2dLayer(nn.Module):
         up: int = 1,                    # Integer up-sampling factor (1 or 2).
         down: int = 1,                  # Integer down-sampling factor (1 or 2).
         conv_clamp: float | None = None,  # Clamp the output to +-conv_clamp (None = off).
+        resample_kernel: Sequence[float] = RESAMPLE_KERNEL,  # 4-tap FIR of the up- or down-sampling.
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -207,7 +208,7 @@ class Conv2dLayer(nn.Module):
         self.down = down
         self.conv_clamp = conv_clamp
         self.padding = kernel_size // 2
-        self.register_buffer("resample_filter", resample_filter())
+        self.register_buffer("resample_filter", resample_filter(resample_kernel))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
         self.act_gain = bias_act.activation_funcs[activation].def_gain
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))

@@ -23,7 +23,8 @@ def cpu_demo_configs(
     MLP learns at 0.1x rather than StyleGAN's 0.01x, which suits 10^5..10^6-step runs, not a
     10^4-step hour; G and D are StyleGAN2 skip networks with a small toRGB init, so growing adds
     detail instead of redrawing the image (docs/architecture.md, "Generator" and "Critic"). G
-    up-samples by nearest neighbour, as ProGAN did, so that a small square keeps its corners.
+    up-samples by nearest neighbour and D down-samples by 2x2 box, as ProGAN did, so that a small
+    square keeps its corners in both.
     """
     g = GeneratorConfig(
         text_dim=text_dim, max_res=max_res, z_dim=64, z_embed_dim=32, text_embed_dim=64, w_dim=128,
@@ -32,7 +33,7 @@ def cpu_demo_configs(
     )
     d = CriticConfig(
         text_dim=text_dim, max_res=max_res, channel_base=1024, channel_max=64, cmap_dim=64, conv_clamp=None,
-        architecture="skip",
+        architecture="skip", resample_kernel=(0, 1, 1, 0),
     )
     return g, d
 
