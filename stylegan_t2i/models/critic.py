@@ -64,7 +64,7 @@ class CriticBlock(nn.Module):
     The default FIR is StyleGAN2's binomial (1, 3, 3, 1). (0, 1, 1, 0) is ProGAN's 2x2 box: the
     binomial blurs a few-pixel shape's corners away at every level, so a small square and a
     small circle reach the head alike, and the critic cannot tell G to keep the corners
-    (benchmarks/RESULTS.md, "Box down-sampling in the critic").
+    (docs/architecture.md, "Critic", Down-sampling).
     """
 
     def __init__(
