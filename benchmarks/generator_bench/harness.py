@@ -67,8 +67,8 @@ def build_trainer(
 
 
 def random_step_text(trainer: GanTrainer, batch: int, text_dim: int, device: torch.device) -> StepText:
-    """Random sentence embeddings [B, text_dim], unit contrastive ones and K hard negatives."""
-    k = trainer.cfg.negatives
+    """Random sentence embeddings [B, text_dim], unit contrastive ones and k candidate negatives."""
+    k = trainer.cfg.negative_candidates
     unit = torch.randn(batch, trainer.text.image_cfg.embed_dim, device=device)
     return StepText(text=torch.randn(batch, text_dim, device=device), unit=torch.nn.functional.normalize(unit, dim=1),
                     wrong=torch.randn(batch, k, text_dim, device=device),

@@ -74,8 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="gradient penalty on every N-th critic step, weighted by N (lazy regularisation; "
                            f"1 = every step) (default: {GanTrainConfig.gp_interval})")
     loss.add_argument("--negatives", type=int, default=GanTrainConfig.negatives,
-                      help="hard-negative captions scored against each real image in the critic's matching "
-                           f"term (default: {GanTrainConfig.negatives})")
+                      help="hard-negative captions per real image in the critic's matching term: those it "
+                           f"scores highest of the {GanTrainConfig.negative_candidates} nearest captions "
+                           f"(default: {GanTrainConfig.negatives})")
     args = p.parse_args(argv)
     check_data_arguments(p, args)
     if args.align_weight < 0 or args.negatives < 1 or args.gp_interval < 1:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from stylegan_t2i.batch_share import BatchShare
 from stylegan_t2i.distributed import Distributed
 from stylegan_t2i.gan.losses import alignment_loss, critic_loss, generator_loss, gradient_penalty
-from stylegan_t2i.gan.negatives import CaptionPool
+from stylegan_t2i.gan.negatives import CaptionPool, hardest
 from stylegan_t2i.gan.schedule import Phase, ProgressiveSchedule, remaining_seconds
 from stylegan_t2i.images import from_uint8, zoom_and_shift
 from stylegan_t2i.inference import GanSampler
@@ -36,8 +36,8 @@ class StepText:
     """The captions of one step, embedded: this rank's rows."""
     text: torch.Tensor             # [b, text_dim] sentence embeddings (G and D condition on these).
     unit: torch.Tensor             # [b, E] unit contrastive embeddings (G's alignment loss).
-    wrong: torch.Tensor            # [b, K, text_dim] hard-negative captions' sentence embeddings.
-    wrong_valid: torch.Tensor      # [b, K] bool: False where a caption had no negative to draw.
+    wrong: torch.Tensor            # [b, k, text_dim] candidate negative captions' sentence embeddings.
+    wrong_valid: torch.Tensor      # [b, k] bool: False where a caption had fewer than k candidates.
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class GanTrainConfig(LoopConfig):
     drift: float = 0.001           # Drift penalty epsilon (Karras et al. 2018).
     align_weight: float = ALIGN_WEIGHT  # Weight of G's image-caption alignment loss (0 = off).
     align_shift: float = 0.05      # Random shift (fraction of the side) of the images that loss sees.
-    negatives: int = 4             # Hard-negative captions per real image in the matching term.
-    negative_candidates: int = 64  # They are drawn from this many nearest captions ...
+    negatives: int = 4             # Hard-negative captions per real image in the matching term:
+    negative_candidates: int = 64  # those the critic scores highest of this many nearest captions ...
     negative_max_similarity: float = 0.95  # ... below this contrastive cosine (paraphrases excluded).
     betas: tuple = (0.0, 0.99)     # Adam betas.
 
@@ -83,7 +83,7 @@ class GanTrainer(TrainLoop):
     def negatives(self) -> CaptionPool:
         """The hard-negative caption pool, embedded on first use (a fixed order: resumes agree)."""
         if self._negatives is None:
-            self._negatives = CaptionPool(self.dataset.captions, self.text, self.device, per_image=self.cfg.negatives,
+            self._negatives = CaptionPool(self.dataset.captions, self.text, self.device,
                                           candidates=self.cfg.negative_candidates,
                                           max_similarity=self.cfg.negative_max_similarity, seed=self.cfg.seed)
         return self._negatives
@@ -129,14 +129,14 @@ class GanTrainer(TrainLoop):
     # ------------------------------------------------------------------ steps
 
     def step_text(self, captions: Sequence[str], share: BatchShare) -> StepText:
-        """Embeddings of this rank's captions and hard negatives drawn for the whole global batch.
+        """Embeddings of this rank's captions and of their candidate negatives.
 
         Every rank encodes the whole global batch (one text-encoder pass; the unit contrastive
         embedding is the normalised sentence embedding), so every rank sees exactly the numbers
-        one process sees and draws the same negatives (see `CaptionPool.draw`)."""
+        one process sees (see `CaptionPool.nearest`)."""
         sentence = self.embed_captions(captions)
         unit = F.normalize(sentence, dim=1)
-        idx, valid = self.negatives.draw(captions, unit)
+        idx, valid = self.negatives.nearest(captions, unit)
         rows = slice(share.start, share.stop)
         return StepText(text=sentence[rows], unit=unit[rows],
                         wrong=self.negatives.sentence[idx[rows]], wrong_valid=valid[rows])
@@ -146,8 +146,9 @@ class GanTrainer(TrainLoop):
         """One critic update on this rank's share of the global batch (gradients averaged over ranks).
 
         Reals and fakes go through the trunk in one batched pass (the minibatch-std groups never
-        mix them), and the reals' features score both their own captions and the hard negatives
-        (only the caption head differs), so the matching term costs no extra pass.
+        mix them), and the reals' features score both their own captions and every candidate
+        negative (only the caption head differs), so the matching term costs no extra pass; it
+        keeps the `negatives` candidates the critic scores highest (`gan/negatives.py`).
         `regularize`: add the gradient penalty, times gp_interval (StyleGAN2's lazy
         regularisation, Karras et al. 2020 sec. 4.1: the same expected penalty for a quarter of
         its double-backward cost at interval 4; docs/architecture.md, "Losses")."""
@@ -159,9 +160,10 @@ class GanTrainer(TrainLoop):
             both = self.D.features(torch.cat([reals, fakes]), phase.stage, phase.alpha, sets=2)
             h_real, h_fake = both.chunk(2)
             real_scores = self.D.score(h_real, text).float()
-            wrong_scores = self.D.score(h_real, step_text.wrong).float()
+            wrong_scores, wrong_valid = hardest(self.D.score(h_real, step_text.wrong).float(),
+                                                step_text.wrong_valid, self.cfg.negatives)
             losses = critic_loss(real_scores, self.D.score(h_fake, text).float(), wrong_scores,
-                                 drift=self.cfg.drift, mismatch_valid=step_text.wrong_valid)
+                                 drift=self.cfg.drift, mismatch_valid=wrong_valid)
         total = losses["loss"]
         if regularize:
             def critic_fn(img, txt):
