@@ -54,6 +54,14 @@ def checkpoint_path(path: str | Path | None) -> Path:
     return path / MODEL_FILE if path.is_dir() else path
 
 
+def _one_image(options: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+    """The options of image i of n alone: an init_image of n rows gives its row i."""
+    init = options.get("init_image")
+    if n > 1 and isinstance(init, torch.Tensor) and init.ndim == 4 and init.shape[0] == n:
+        return {**options, "init_image": init[i:i + 1]}
+    return options
+
+
 def _seed(seed: Any) -> int:
     """An integer seed in the int64 range (what torch.Generator.manual_seed and the DDPM's
     step-noise offset take); a float, str or out-of-range value is a one-line error."""
@@ -116,7 +124,12 @@ class TextToImage:
                 and abs(truncation) > torch.finfo(torch.float32).max:       # float32 lerp would overflow
             raise ValueError(f"option truncation must fit in float32 (|psi| <= 3.4e38), got {truncation!r}")
         options = sampler_options if truncation is None else {**sampler_options, "truncation": truncation}
-        img_u8 = to_uint8(self.sampler.sample(prompts, seeds, **options))      # [N, R, R, 3]
+        # One sampler call per image: float kernels may round differently at another batch size,
+        # and a last-bit difference can flip a uint8 level, so a batched image would depend on
+        # the other prompts of its call.
+        img = torch.cat([self.sampler.sample([p], [s], **_one_image(options, i, len(prompts)))
+                         for i, (p, s) in enumerate(zip(prompts, seeds))])
+        img_u8 = to_uint8(img)                                                  # [N, R, R, 3]
         images = [Image.fromarray(a.numpy()) for a in img_u8]
         if upscale is not None:
             images = [upscale_nearest(img, upscale) for img in images]
